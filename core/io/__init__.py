@@ -1,0 +1,1 @@
+"""Reading medical images: DICOM, NIfTI, label maps and whole-slide images."""

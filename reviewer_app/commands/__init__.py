@@ -1,0 +1,1 @@
+"""Subcommands of ``synthdx``; see ``reviewer_app.cli``."""
