@@ -99,7 +99,8 @@ def test_levels_have_increasing_downsample_and_show_the_same_tissue(histo: Path)
         assert downsamples[1] == pytest.approx(2.0, abs=1e-3)
         assert [slide.best_level_for(d) for d in (0.5, 1.0, 1.9, 2.0, 64.0)] == [0, 0, 0, 1, 1]
         level1 = slide.read_region(level=1, x=0, y=0, width=2221, height=1783)
-    # Level 1 is the scanner's own 2x reduction of level 0: same tissue, not just any image.
+    # Level 1 is the scanner's own (JPEG 2000, lossy) 2x reduction of level 0: measured mean
+    # difference 3.9 from our 2x box reduction, 27.4 once shifted by 40 px: same tissue, aligned.
     halved = np.asarray(Image.fromarray(_png_reference(histo, "tcga-cr-7395-01a-01-ts1")).reduce(2))
     diff = np.abs(level1.astype(int) - halved[:1783, :2221].astype(int))
     assert diff.mean() < 6
