@@ -64,40 +64,57 @@ def jackknife_covariance(*, truth: np.ndarray, scores: np.ndarray) -> np.ndarray
 
 
 def unbiased_covariance(*, truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Unbiased (U-statistic) covariance of k empirical AUCs on a fully crossed design, ``(k, k)``.
+    """Unbiased (U-statistic) covariance of k empirical AUCs, for any reader/case design, ``(k, k)``.
 
-    With ``psi_g`` the ``(n1, n0)`` Mann-Whitney kernel of reading g, ``S_g`` its total,
-    ``R_g`` / ``C_g`` its row / column sums and ``delta = (n0 n1)^2 / (n0 (n0-1) n1 (n1-1))``::
+    Readings may cover different cases (NaN = case not read): only shared cases contribute
+    to a covariance. With ``psi_g`` the Mann-Whitney kernel of reading g over its own
+    synthetic x real cases (zero elsewhere), ``S_g`` its total, ``R_g`` / ``C_g`` its row /
+    column sums, ``N_gh = n1_g n0_g n1_h n0_h`` and ``p``, ``q`` the numbers of synthetic and
+    real cases shared by g and h::
 
-        cov_gh = [(1 - delta) S_g S_h + delta (R_g.R_h + C_g.C_h - sum psi_g psi_h)] / (n0 n1)^2
+        delta_gh = N_gh / (N_gh - n1_g q n1_h - n0_g p n0_h + p q)
+        cov_gh = [(1 - delta) S_g S_h + delta (R_g.R_h + C_g.C_h - sum psi_g psi_h)] / N_gh
+
+    (Gallas et al. 2007; the estimator of MRMCaov ``cov = unbiased``). In a fully crossed
+    design ``delta = n1 n0 / ((n1 - 1)(n0 - 1))``.
 
     Args:
         truth: ``(c,)`` 0/1, 1 = synthetic.
-        scores: ``(k, c)``.
+        scores: ``(k, c)``; NaN where a reading did not include the case.
     """
     scores = np.atleast_2d(np.asarray(scores, dtype=float))
     pos = np.asarray(truth).astype(bool)
-    x, y = scores[:, pos], scores[:, ~pos]  # (k, n1), (k, n0)
+    rated = np.isfinite(scores)
+    m1, m0 = rated[:, pos].astype(float), rated[:, ~pos].astype(float)  # (k, n1), (k, n0) masks
+    n1g, n0g = m1.sum(axis=1), m0.sum(axis=1)
+    if (n1g < 2).any() or (n0g < 2).any():
+        g = int(np.flatnonzero((n1g < 2) | (n0g < 2))[0])
+        raise ValueError(f"the unbiased estimator needs >= 2 synthetic and >= 2 real cases per reading; "
+                         f"reading {g} has {int(n1g[g])} and {int(n0g[g])}")
+    x, y = np.nan_to_num(scores[:, pos]), np.nan_to_num(scores[:, ~pos])
     k, n1 = x.shape
     n0 = y.shape[1]
-    if n1 < 2 or n0 < 2:
-        raise ValueError(f"the unbiased estimator needs >= 2 synthetic and >= 2 real cases, "
-                         f"got {n1} and {n0}")
     row = np.empty((k, n1))
     col = np.zeros((k, n0))
     gram = np.zeros((k, k))
     step = max(1, _BLOCK_FLOATS // max(1, k * n0))
     for start in range(0, n1, step):
-        xb = x[:, start:start + step, None]  # (k, b, 1)
+        sl = slice(start, start + step)
+        xb = x[:, sl, None]  # (k, b, 1)
         psi = (xb > y[:, None, :]) + 0.5 * (xb == y[:, None, :])  # (k, b, n0)
-        row[:, start:start + step] = psi.sum(axis=2)
+        psi *= m1[:, sl, None] * m0[:, None, :]  # zero where the reading lacks either case
+        row[:, sl] = psi.sum(axis=2)
         col += psi.sum(axis=1)
         flat = psi.reshape(k, -1)
         gram += flat @ flat.T
     total = row.sum(axis=1)  # (k,)
-    delta = (n0 * n1) ** 2 / (n0 * (n0 - 1) * n1 * (n1 - 1))
+    size = n1g * n0g  # kernel entries of each reading
+    nn = np.outer(size, size)
+    shared_pos, shared_neg = m1 @ m1.T, m0 @ m0.T
+    delta = nn / (nn - np.outer(n1g, n1g) * shared_neg - np.outer(n0g, n0g) * shared_pos
+                  + shared_pos * shared_neg)
     cov = (1 - delta) * np.outer(total, total) + delta * (row @ row.T + col @ col.T - gram)
-    return cov / (n0 * n1) ** 2
+    return cov / nn
 
 
 def auc_covariance(*, truth: np.ndarray, scores: np.ndarray, method: CovMethod = "jackknife") -> np.ndarray:

@@ -103,8 +103,9 @@ def learning_effect(*, trial: np.ndarray, correct: np.ndarray, reader: np.ndarra
                          "must be 1-D, non-empty, of equal length")
     if n_blocks < 1:
         raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
-    end = int(trial.max()) + 1
-    edges = np.unique(np.round(np.linspace(0, end, min(n_blocks, end) + 1)).astype(int))
+    # Blocks span the trials present: main-analysis trials start after the training block.
+    start, end = int(trial.min()), int(trial.max()) + 1
+    edges = np.unique(np.round(np.linspace(start, end, min(n_blocks, end - start) + 1)).astype(int))
     alpha = 1 - level
     readers = list(dict.fromkeys(reader.tolist()))
     parts = {r: _sums(trial[reader == r].astype(float), correct[reader == r]) for r in readers}

@@ -123,7 +123,7 @@ class OrhResult:
     level: float
     modalities: list[str]
     readers: list[str]
-    n_cases: int
+    n_cases: int  # cases read by at least one reader
     n_synthetic: int
     n_real: int
     auc: list[list[float]]  # (t, r)
@@ -208,11 +208,12 @@ def orh(*, scores: np.ndarray, truth: np.ndarray, cov_method: CovMethod = "jackk
     """Obuchowski-Rockette-Hillis analysis of empirical AUC.
 
     Args:
-        scores: ``(t, r, c)`` scores (higher = more synthetic) of r readers on the same c cases
-            in t modalities; no missing values (fully crossed design).
+        scores: ``(t, r, c)`` scores (higher = more synthetic) of r readers on c cases in t
+            modalities. NaN marks a case a reader did not read in a modality; only the
+            ``"unbiased"`` covariance handles such designs (MRMCaov does the same).
         truth: ``(c,)`` 0/1, 1 = synthetic.
         cov_method: AUC covariance estimator: ``"jackknife"`` (Iowa/RJafroc/MRMCaov default),
-            ``"delong"`` or ``"unbiased"``.
+            ``"delong"`` or ``"unbiased"`` (the only one for designs that are not fully crossed).
         level: confidence level of the CIs, in (0, 1).
         modalities: ``t`` names (default ``"0"``, ``"1"``, ...).
         readers: ``r`` names (default ``"0"``, ``"1"``, ...).
@@ -225,8 +226,9 @@ def orh(*, scores: np.ndarray, truth: np.ndarray, cov_method: CovMethod = "jackk
     if scores.ndim != 3:
         raise ValueError(f"scores must be (modalities, readers, cases), got shape {scores.shape}")
     t, r, c = scores.shape
-    if not np.isfinite(scores).all():
-        raise ValueError("ORH needs a fully crossed design: every reader rates every case in every modality")
+    if not np.isfinite(scores).all() and cov_method != "unbiased":
+        raise ValueError(f"cov_method {cov_method!r} needs a fully crossed design (every reader rates every "
+                         "case in every modality); use cov_method='unbiased' or ScoreCube.complete_cases()")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     if cov_method not in COV_METHODS:
@@ -240,14 +242,17 @@ def orh(*, scores: np.ndarray, truth: np.ndarray, cov_method: CovMethod = "jackk
 
     # 2. AUCs, their covariance and the OR components.
     flat = scores.reshape(t * r, c)
-    theta = np.array([empirical_auc(truth=truth, score=s) for s in flat]).reshape(t, r)
+    # Each reading's AUC on the cases it includes (all of them in a fully crossed design).
+    theta = np.array([empirical_auc(truth=truth[np.isfinite(s)], score=s[np.isfinite(s)])
+                      for s in flat]).reshape(t, r)
     cov = auc_covariance(truth=truth, scores=flat, method=cov_method)
     comp = _components(theta, cov)
     mt = theta.mean(axis=1)
     ms_r_i = np.asarray(comp.ms_r_by_modality)
-    cov2_i = np.maximum(np.asarray(comp.cov2_by_modality), 0.0)
+    # With one reader there is no Cov2 (NaN); it enters every formula multiplied by r - 1 = 0.
+    cov2_i = np.maximum(np.nan_to_num(np.asarray(comp.cov2_by_modality)), 0.0)
     var_i = np.asarray(comp.var_error_by_modality)
-    excess = max(comp.cov2 - comp.cov3, 0.0) if t > 1 else 0.0
+    excess = max(comp.cov2 - comp.cov3, 0.0) if t > 1 and r > 1 else 0.0
 
     # 3. Random readers, random cases.
     rrrc = rrfc = None
@@ -282,15 +287,18 @@ def orh(*, scores: np.ndarray, truth: np.ndarray, cov_method: CovMethod = "jackk
         per_reader.append(ReaderEstimate(reader=rdrs[j], var_error=float(np.diag(sub).mean()), cov1=cov1,
                                          differences=diffs))
 
-    return OrhResult(cov_method=cov_method, level=level, modalities=mods, readers=rdrs, n_cases=c,
-                     n_synthetic=int(truth.sum()), n_real=int(c - truth.sum()), auc=theta.tolist(),
+    read = np.isfinite(scores).any(axis=(0, 1))
+    n1 = int(truth[read].sum())
+    n_read = int(read.sum())
+    return OrhResult(cov_method=cov_method, level=level, modalities=mods, readers=rdrs, n_cases=n_read,
+                     n_synthetic=n1, n_real=n_read - n1, auc=theta.tolist(),
                      covariance=cov.tolist(), components=comp, rrrc=rrrc, frrc=frrc, rrfc=rrfc,
                      readers_frrc=per_reader)
 
 
 def orh_from_ratings(ratings: Ratings, *, cov_method: CovMethod = "jackknife", level: float = 0.95,
                      modalities: list[str] | None = None) -> OrhResult:
-    """ORH analysis of the ``score`` column of ``ratings`` (fully crossed design required).
+    """ORH analysis of the ``score`` column of ``ratings``.
 
     Args:
         ratings: the ratings (use :meth:`Ratings.main_analysis` to leave out training, catch
@@ -301,10 +309,10 @@ def orh_from_ratings(ratings: Ratings, *, cov_method: CovMethod = "jackknife", l
             all, in order of first appearance, when None.
     """
     cube = ratings.score_cube(value="score", modalities=modalities)
-    if not cube.is_complete():
+    if not cube.is_complete() and cov_method != "unbiased":
         missing = int(np.isnan(cube.values).sum())
-        raise ValueError(f"ORH needs every reader to rate every case in every modality; {missing} of "
-                         f"{cube.values.size} reader x case x modality ratings are missing "
-                         "(ScoreCube.complete_cases() keeps the fully rated cases)")
+        raise ValueError(f"cov_method {cov_method!r} needs every reader to rate every case in every "
+                         f"modality; {missing} of {cube.values.size} reader x case x modality ratings are "
+                         "missing (use cov_method='unbiased', or ScoreCube.complete_cases())")
     return orh(scores=cube.values, truth=cube.truth, cov_method=cov_method, level=level,
                modalities=list(cube.modalities), readers=list(cube.readers))
