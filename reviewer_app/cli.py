@@ -16,7 +16,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("info",)
+COMMANDS = ("app", "info")
 
 DESCRIPTION = """\
 Synthetic CT and histopathology with diffusion models, and blinded expert review.

@@ -50,8 +50,8 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
-def scan_series(folder: str | Path) -> list[SeriesInfo]:
-    """Group the DICOM files under ``folder`` (recursively) by SeriesInstanceUID.
+def scan_series(folder: str | Path, *, recursive: bool = True) -> list[SeriesInfo]:
+    """Group the DICOM files under ``folder`` by SeriesInstanceUID.
 
     Only headers are read. Non-DICOM files are ignored.
     """
@@ -59,7 +59,7 @@ def scan_series(folder: str | Path) -> list[SeriesInfo]:
 
     folder = Path(folder)
     series: dict[str, SeriesInfo] = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if p.is_file()):
         if not is_dicom_file(path):
             continue
         try:

@@ -56,6 +56,8 @@ def read_label_map(path: str | Path, *, reference: Volume, names: dict[int, str]
         names = tables.get("total") or tables.get("labels") or {}
         if not names and path.name.startswith("segmentation"):
             names = dict(KITS_NAMES)
+        if not names and set(np.unique(array)) <= {0, 1}:  # a binary mask: name it after its file
+            names = {1: path.name.split(".nii")[0]}
     return LabelMap(array, dict(names))
 
 

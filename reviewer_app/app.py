@@ -1,0 +1,53 @@
+"""``build_app(services) -> gr.Blocks`` assembles the tabs; ``launch`` serves it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from reviewer_app import viewer_handlers as h
+from reviewer_app.services import Services
+from reviewer_app.tabs.viewer import create_viewer_tab
+from reviewer_app.wiring import connector
+
+STATIC = Path(__file__).parent / "static"
+HEADER = """### synthdx: synthetic CT and histopathology, and their blinded expert review
+Scroll a CT with HU windows and organ overlays, or open a slide and zoom in."""
+
+
+def build_app(services: Services) -> gr.Blocks:
+    """The whole app for the given services (no launch, nothing global)."""
+    with gr.Blocks(title="synthdx", fill_width=True) as demo:
+        gr.Markdown(HEADER)
+        with gr.Tabs():
+            with gr.Tab("Viewer", id="viewer"):
+                viewer = create_viewer_tab(services)
+        if services.catalog:
+            first = services.catalog[0].key
+
+            def open_first(state):
+                state, out = h.open_image(services, state, first)
+                return state, {**out, "picker": first}
+
+            connector(viewer)(demo.load, open_first, [viewer["state"]], api_visibility="private")
+    return demo
+
+
+def head_html() -> str:
+    return f"<script>{(STATIC / 'viewer.js').read_text()}</script>"
+
+
+def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, **kwargs):
+    """Serve the app; returns Gradio's ``(app, local_url, share_url)``."""
+    demo.queue(default_concurrency_limit=4)
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        head=head_html(),
+        css=(STATIC / "app.css").read_text(),
+        footer_links=["gradio", "settings"],
+        max_file_size="4gb",
+        show_error=True,
+        **kwargs,
+    )

@@ -1,0 +1,117 @@
+"""``Services``: the one read-only object the app's handlers share.
+
+It holds the catalogue (demo + ``--data``), a small thread-safe LRU cache of opened
+volumes and slides (rendering reads from memory, never from disk), and paths the
+later tabs need (study database, models). Per-user state lives in ``gr.State``,
+never here; uploads get random cache keys so users cannot reach each other's data.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.catalog import CatalogEntry, demo_entries, discover, open_entry
+from core.errors import InputError
+from core.io.volume import Volume
+from core.render import make_palette
+
+
+@dataclass
+class OpenVolume:
+    """A volume ready for display: the data plus its overlay colours and label names."""
+
+    volume: Volume
+    palette: np.ndarray | None
+    label_names: dict[int, str]
+
+
+class OpenCache:
+    """LRU cache of opened entries, safe across Gradio's worker threads."""
+
+    def __init__(self, capacity: int = 6) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def get(self, key: str, load) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:  # one load per key, even when several users ask at once
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            value = load()
+            with self._lock:
+                self._items[key] = value
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+                self._loading.pop(key, None)
+            return value
+
+
+@dataclass
+class Services:
+    """Shared, read-only application services.
+
+    Attributes:
+        catalog: openable entries (demo first, then ``--data``).
+        db: study database path or SQLAlchemy URL (studies tab), if any.
+        work_dir: where uploads and outputs go.
+    """
+
+    catalog: list[CatalogEntry]
+    db: str | None = None
+    work_dir: Path = field(default_factory=lambda: Path.cwd() / "synthdx-work")
+    cache: OpenCache = field(default_factory=OpenCache)
+    _uploads: dict[str, CatalogEntry] = field(default_factory=dict)
+
+    def entry(self, key: str) -> CatalogEntry:
+        for e in self.catalog:
+            if e.key == key:
+                return e
+        if key in self._uploads:
+            return self._uploads[key]
+        raise InputError(f"unknown image {key!r}; pick one from the list")
+
+    def register_upload(self, path: str | Path, *, kind: str) -> CatalogEntry:
+        """A private entry for an uploaded file; its random key is only known to the uploader."""
+        key = "upload-" + secrets.token_urlsafe(12)
+        entry = CatalogEntry(key, f"Upload: {Path(path).name}", kind, str(path))  # type: ignore[arg-type]
+        self._uploads[key] = entry
+        return entry
+
+    def open(self, key: str) -> OpenVolume | Any:
+        """The opened entry: ``OpenVolume`` for volumes, a ``Slide`` for slides."""
+        entry = self.entry(key)
+
+        def load():
+            obj = open_entry(entry)
+            if entry.kind == "slide":
+                return obj
+            names = obj.labels.present() if obj.labels is not None else {}
+            return OpenVolume(obj, make_palette(obj.labels.names | names) if names else None, names)
+
+        return self.cache.get(key, load)
+
+
+def build_services(*, demo: bool, data_dir: str | Path | None, db: str | None, work_dir: Path | None = None) -> Services:
+    """Assemble the catalogue: demo entries when ``demo`` (or when nothing else is given)."""
+    catalog: list[CatalogEntry] = []
+    if data_dir is not None:
+        catalog += discover(data_dir)
+        if not catalog and not demo:
+            raise InputError(f"--data {data_dir}: no DICOM series, NIfTI, case folders or images found")
+    if demo or data_dir is None:
+        catalog = demo_entries() + catalog
+    return Services(catalog=catalog, db=db, work_dir=work_dir or Path.cwd() / "synthdx-work")

@@ -1,0 +1,86 @@
+"""Viewer handlers on a small real NIfTI: navigation, windows, clicks, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from core.catalog import CatalogEntry
+from core.errors import InputError
+from core.render import render_view
+from reviewer_app import viewer_handlers as h
+from reviewer_app.services import Services
+from reviewer_app.state import ViewerState
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Services:
+    ct = np.full((40, 30, 12), -1000, np.int16)  # NIfTI order (x, y, z): 40 x 30 x 12
+    ct[5:35, 5:25, :] = 40
+    ct[10:14, 10:14, 6] = 300
+    seg = np.zeros(ct.shape, np.uint8)
+    seg[10:14, 10:14, 6] = 1
+    affine = np.diag([0.8, 0.8, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(ct, affine), str(tmp_path / "ct.nii.gz"))
+    nib.save(nib.Nifti1Image(seg, affine), str(tmp_path / "seg.nii.gz"))
+    entry = CatalogEntry("ct", "test CT", "volume", str(tmp_path / "ct.nii.gz"), labels=str(tmp_path / "seg.nii.gz"))
+    return Services(catalog=[entry], work_dir=tmp_path)
+
+
+def test_open_starts_on_the_segmentation(services: Services) -> None:
+    state, out = h.open_image(services, ViewerState(), "ct")
+    assert state.index["axial"] == 6  # the labelled slice
+    assert out["sliders_max"] == {"axial": 11, "coronal": 29, "sagittal": 39}
+    assert out["axial"].shape == (30, 40, 3)  # overlay on: RGB
+    assert out["coronal"].shape == (12 * 3 / 0.8, 40, 3)  # 3 mm slices shown 3.75x taller
+    assert "seg" in out["legend"]
+
+
+def test_keyboard_steps_and_bounds(services: Services) -> None:
+    state, _ = h.open_image(services, ViewerState(), "ct")
+    state, out = h.step(services, state, "up")
+    assert state.index["axial"] == 7 and out["axial_slider"] == 7 and set(out) >= {"axial", "position"}
+    assert "coronal" not in out  # only the scrolled view is re-rendered
+    state, _ = h.step(services, state, "pageup")
+    assert state.index["axial"] == 11  # clamped at the last slice
+    state, _ = h.step(services, state, "home")
+    assert state.index["axial"] == 0
+    reverse = ViewerState(**{**state.__dict__, "up_is_cranial": False})
+    reverse, _ = h.step(services, reverse, "down")
+    assert reverse.index["axial"] == 1
+
+
+def test_preset_changes_the_image_as_the_window_says(services: Services) -> None:
+    state, _ = h.open_image(services, ViewerState(overlay=False), "ct")
+    state, soft = h.set_preset(services, state, "Soft tissue")
+    state, bone = h.set_preset(services, state, "Bone")
+    assert (bone["width"], bone["level"]) == (2500, 480)
+    vol = services.open("ct").volume
+    expected = render_view(vol.array, plane="axial", index=6, low=480 - 1250, high=480 + 1250, spacing=vol.spacing)
+    np.testing.assert_array_equal(bone["axial"], expected)
+    assert soft["axial"][15, 20] == 128 and bone["axial"][15, 20] < soft["axial"][15, 20]  # 40 HU
+
+
+def test_click_reads_hu_and_moves_other_views(services: Services) -> None:
+    state, _ = h.open_image(services, ViewerState(), "ct")
+    # file (i, j) = (10..13, 10..13) with an RAS affine lands at x = 39 - i, y = 29 - j in (z, y, x) LPS
+    state, out = h.click(services, state, "axial", 27, 17)  # col 27, row 17: inside the 300 HU block
+    assert "**300 HU**" in out["pixel"] and "label: seg" in out["pixel"]
+    assert state.index == {"axial": 6, "coronal": 17, "sagittal": 27}
+    assert set(out) >= {"coronal", "sagittal"} and "axial" not in out
+
+
+def test_bad_input_gives_input_errors(services: Services, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="pick an image"):
+        h.step(services, ViewerState(), "up")
+    with pytest.raises(InputError, match="unknown image"):
+        h.open_image(services, ViewerState(), "nope")
+    (tmp_path / "broken.nii.gz").write_bytes(b"not nifti")
+    with pytest.raises(InputError, match="broken.nii.gz"):
+        h.open_upload(services, ViewerState(), str(tmp_path / "broken.nii.gz"))
+    state, _ = h.open_image(services, ViewerState(), "ct")
+    with pytest.raises(InputError, match="width must be > 0"):
+        h.set_window(services, state, 0, 40)
