@@ -55,10 +55,11 @@ def _accuracy_figure(summary: dict[str, Any]) -> go.Figure:
         names = list(sec["per_reader"]) + ["pooled"]
         rows = [sec["per_reader"][r]["accuracy"] for r in sec["per_reader"]] + [sec["pooled"]["accuracy"]]
         fig.add_trace(go.Scatter(x=names, y=[r["value"] for r in rows], mode="markers", name=f"modality {m}",
-                                 error_y=_errors(rows), marker={"size": 10}))
+                                 error_y=_errors(rows), marker={"size": 10}, offsetgroup=m))
     _chance_band(fig, summary["settings"]["tost_margin"])
+    # scattermode "group" sets the modalities side by side instead of on top of each other.
     fig.update_layout(title=TITLES["accuracy"].replace("95%", _pct(level)), xaxis_title="reader",
-                      yaxis_title="accuracy", yaxis_range=[0, 1])
+                      yaxis_title="accuracy", yaxis_range=[0, 1], scattermode="group")
     return fig
 
 
@@ -137,27 +138,31 @@ def _learning_figure(summary: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def _stratum_figure(name: str, levels: dict[str, Any], margin: float) -> go.Figure:
+_NONE = {"value": None, "ci_low": None, "ci_high": None}
+
+
+def _stratum_figure(name: str, levels: dict[str, Any], modalities: list[str], margin: float) -> go.Figure:
     fig = go.Figure()
     names = [v if v else "(none)" for v in levels]
-    acc = [e["binary"]["accuracy"] if e["binary"] else {"value": None, "ci_low": None, "ci_high": None}
-           for e in levels.values()]
+    acc = [e["binary"]["accuracy"] if e["binary"] else _NONE for e in levels.values()]
     if any(a["value"] is not None for a in acc):
         fig.add_trace(go.Scatter(x=names, y=[a["value"] for a in acc], mode="markers", name="accuracy",
-                                 error_y=_errors(acc), marker={"size": 10}))
-    auc = []
-    for e in levels.values():
-        test = None if "error" in e["orh"] else (e["orh"]["rrrc"] or e["orh"]["frrc"])
-        est = test["modalities"][0] if test else None
-        auc.append({"value": est["auc"], "ci_low": est["ci_low"], "ci_high": est["ci_high"]} if est
-                   else {"value": None, "ci_low": None, "ci_high": None})
-    if any(a["value"] is not None for a in auc):
-        fig.add_trace(go.Scatter(x=names, y=[a["value"] for a in auc], mode="markers",
-                                 name="reader-averaged AUC", error_y=_errors(auc),
-                                 marker={"size": 10, "symbol": "diamond"}))
+                                 error_y=_errors(acc), marker={"size": 10}, offsetgroup="accuracy"))
+    for m in modalities:
+        auc = []
+        for e in levels.values():
+            test = None if "error" in e["orh"] else (e["orh"]["rrrc"] or e["orh"]["frrc"])
+            est = next((x for x in test["modalities"] if x["modality"] == m), None) if test else None
+            auc.append({"value": est["auc"], "ci_low": est["ci_low"], "ci_high": est["ci_high"]} if est
+                       else _NONE)
+        if any(a["value"] is not None for a in auc):
+            label = "reader-averaged AUC" + (f" ({m})" if len(modalities) > 1 else "")
+            fig.add_trace(go.Scatter(x=names, y=[a["value"] for a in auc], mode="markers", name=label,
+                                     error_y=_errors(auc), marker={"size": 10, "symbol": "diamond"},
+                                     offsetgroup=f"auc {m}"))
     _chance_band(fig, margin)
     fig.update_layout(title=f"Results by {name}", xaxis_title=name, yaxis_title="accuracy / AUC",
-                      yaxis_range=[0, 1])
+                      yaxis_range=[0, 1], scattermode="group")
     return fig
 
 
@@ -186,7 +191,8 @@ def build_figures(*, summary: dict[str, Any], ratings: Ratings) -> dict[str, go.
     if summary["learning"]:
         figs["learning"] = _learning_figure(summary)
     for name, levels in (summary["strata"] or {}).items():
-        figs[f"stratum:{name}"] = _stratum_figure(name, levels, summary["settings"]["tost_margin"])
+        figs[f"stratum:{name}"] = _stratum_figure(name, levels, summary["modalities"],
+                                                  summary["settings"]["tost_margin"])
     return figs
 
 

@@ -193,3 +193,18 @@ def test_bad_arguments_are_named() -> None:
         analyze(r, orh_cov="bootstrap")
     with pytest.raises(ValueError, match="no ratings left"):
         analyze(r.subset(np.zeros(len(r), bool)))
+
+
+def test_one_reader_and_a_one_class_stratum() -> None:
+    r = make_study(seed=5, n_readers=1, n_dup=0, n_catch=0)
+    generator = np.where(r.truth == 1, "ddpm", "")  # only synthetic cases have a generator
+    r = Ratings(**{f: getattr(r, f) for f in ("reader", "case", "modality", "truth", "score", "call", "likert",
+                                              "trial", "is_training")}, strata={"generator": generator})
+    s = analyze(r, n_boot=0)
+    assert s["agreement"] is None and s["retest"] is None and s["catch"] is None
+    assert s["orh"]["rrrc"] is None and s["orh"]["frrc"]["modalities"][0]["se"] > 0
+    assert any("one reader" in n for n in s["notes"])
+    gen = s["strata"]["generator"]
+    assert gen["ddpm"]["binary"]["specificity"]["n"] == 0 and "error" in gen["ddpm"]["orh"]
+    assert gen[""]["binary"]["sensitivity"]["n"] == 0
+    json.dumps(s, allow_nan=False)
