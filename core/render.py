@@ -116,6 +116,7 @@ def render_view(
     labels: np.ndarray | None = None,
     palette: np.ndarray | None = None,
     opacity: float = 0.0,
+    shown: np.ndarray | None = None,
 ) -> np.ndarray:
     """Window one slice and resample it to its physical aspect ratio.
 
@@ -128,6 +129,7 @@ def render_view(
         labels: optional (z, y, x) integer labels to overlay.
         palette: (max_label + 1, 3) uint8 colours, row 0 unused.
         opacity: overlay opacity in [0, 1]; 0 renders grey only.
+        shown: (max_label + 1,) bool, which labels to draw; all when None.
 
     Returns:
         (rows, cols) uint8 grey, or (rows, cols, 3) uint8 RGB with an overlay; the
@@ -146,19 +148,33 @@ def render_view(
             ri = (np.arange(rows) * lab.shape[0] // rows)[:, None]
             ci = (np.arange(cols) * lab.shape[1] // cols)[None, :]
             lab = lab[ri, ci]
-        grey = blend_labels(grey, lab, palette, opacity)
+        grey = blend_labels(grey, lab, palette, opacity, shown)
     return grey
 
 
-def blend_labels(grey: np.ndarray, labels: np.ndarray, palette: np.ndarray, opacity: float) -> np.ndarray:
-    """Alpha-blend label colours over a grey image; unlabelled pixels stay grey. Returns RGB uint8."""
+def blend_labels(
+    grey: np.ndarray, labels: np.ndarray, palette: np.ndarray, opacity: float, shown: np.ndarray | None = None
+) -> np.ndarray:
+    """Alpha-blend label colours over a grey image; other pixels stay grey. Returns RGB uint8.
+
+    Args:
+        grey: (H, W) uint8. labels: (H, W) integer ids. palette: (N, 3) uint8 colours.
+        opacity: in [0, 1].
+        shown: (N,) bool; labels drawn (all non-zero ids when None).
+    """
     rgb = np.repeat(grey[..., None], 3, axis=2)
-    inside = labels > 0
+    ids = np.minimum(labels, len(palette) - 1)
+    inside = labels > 0 if shown is None else shown[ids] & (labels > 0)
     if inside.any():
-        colours = palette[np.minimum(labels[inside], len(palette) - 1)].astype(np.float32)
+        colours = palette[ids[inside]].astype(np.float32)
         base = rgb[inside].astype(np.float32)
         rgb[inside] = np.rint(base + opacity * (colours - base)).astype(np.uint8)
     return rgb
+
+
+# TotalSegmentator's "tissue_types" classes (and the body outline): shown on request only,
+# since colouring every voxel of fat and muscle hides the organs.
+TISSUE_CLASSES = frozenset({"body", "subcutaneous_fat", "torso_fat", "skeletal_muscle", "intermuscular_fat"})
 
 
 def make_palette(names: dict[int, str]) -> np.ndarray:

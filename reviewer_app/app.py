@@ -30,7 +30,8 @@ def build_app(services: Services) -> gr.Blocks:
                 state, out = h.open_image(services, state, first)
                 return state, {**out, "picker": first}
 
-            connector(viewer)(demo.load, open_first, [viewer["state"]], api_visibility="private")
+            connector(viewer)(demo.load, open_first, [viewer["state"]], api_visibility="private",
+                              show_progress_on=[viewer["axial"], viewer["coronal"], viewer["sagittal"]])
     return demo
 
 

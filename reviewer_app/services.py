@@ -104,6 +104,10 @@ class Services:
 
         return self.cache.get(key, load)
 
+    def prefetch(self, key: str) -> None:
+        """Open an entry in a background thread (the demo phantom takes seconds to generate)."""
+        threading.Thread(target=self.open, args=(key,), daemon=True, name=f"prefetch-{key}").start()
+
 
 def build_services(*, demo: bool, data_dir: str | Path | None, db: str | None, work_dir: Path | None = None) -> Services:
     """Assemble the catalogue: demo entries when ``demo`` (or when nothing else is given)."""

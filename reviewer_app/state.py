@@ -16,6 +16,7 @@ class ViewerState:
         active: the view that keyboard and wheel act on.
         width: window width (HU for CT). level: window centre.
         overlay: show the segmentation. opacity: its opacity in [0, 1].
+        hidden: label names not drawn (tissue classes by default).
         up_is_cranial: Up arrow / wheel-up moves towards the head (PACS habit); False reverses.
     """
 
@@ -27,4 +28,5 @@ class ViewerState:
     level: float = 40.0
     overlay: bool = True
     opacity: float = 0.35
+    hidden: tuple[str, ...] = ()
     up_is_cranial: bool = True

@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 
 from core.errors import InputError
-from core.render import AXIS_OF, PLANES, Plane, display_to_voxel, label_colour, render_view
+from core.render import AXIS_OF, PLANES, TISSUE_CLASSES, Plane, display_to_voxel, label_colour, render_view
 from core.windowing import PRESETS
 from reviewer_app.services import OpenVolume, Services
 from reviewer_app.state import ViewerState
@@ -46,7 +46,17 @@ def render(services: Services, state: ViewerState, plane: Plane) -> np.ndarray:
         labels=vol.labels.array if (vol.labels is not None and state.overlay) else None,
         palette=ov.palette,
         opacity=state.opacity,
+        shown=_shown(ov, state.hidden),
     )
+
+
+def _shown(ov: OpenVolume, hidden: tuple[str, ...]) -> np.ndarray | None:
+    if ov.palette is None or not hidden:
+        return None
+    shown = np.ones(len(ov.palette), bool)
+    for label, name in ov.label_names.items():
+        shown[label] = name not in hidden
+    return shown
 
 
 def _views(services: Services, state: ViewerState, planes=PLANES) -> dict:
@@ -67,12 +77,13 @@ def position_text(services: Services, state: ViewerState) -> str:
     )
 
 
-def legend_html(ov: OpenVolume) -> str:
+def legend_html(ov: OpenVolume, hidden: tuple[str, ...] = ()) -> str:
     if not ov.label_names:
         return "<p class='sdx-legend-empty'>No segmentation for this image.</p>"
     items = "".join(
         f"<li><span class='sdx-swatch' style='background:rgb{label_colour(name)}'></span>{name}</li>"
         for _, name in sorted(ov.label_names.items())
+        if name not in hidden
     )
     return f"<ul class='sdx-legend'>{items}</ul>"
 
@@ -89,7 +100,8 @@ def open_image(services: Services, state: ViewerState, key: str) -> tuple[Viewer
         zz, yy, xx = np.nonzero(vol.labels.array)
         index = {"axial": int(np.median(zz)), "coronal": int(np.median(yy)), "sagittal": int(np.median(xx))}
     width, level = (state.width, state.level) if vol.modality == "CT" else _auto_window(vol.array)
-    state = replace(state, key=key, kind="volume", index=index, width=width, level=level)
+    hidden = tuple(n for n in opened.label_names.values() if n in TISSUE_CLASSES)
+    state = replace(state, key=key, kind="volume", index=index, width=width, level=level, hidden=hidden)
     sz, sy, sx = vol.spacing
     warn = "".join(f"\n\n⚠️ {w}" for w in vol.meta.get("warnings", []))
     info = (
@@ -99,7 +111,12 @@ def open_image(services: Services, state: ViewerState, key: str) -> tuple[Viewer
     out = _views(services, state)
     out.update(
         info=info,
-        legend=legend_html(opened),
+        legend=legend_html(opened, hidden),
+        labels_shown={
+            "choices": sorted(opened.label_names.values()),
+            "value": [n for n in sorted(opened.label_names.values()) if n not in hidden],
+            "visible": bool(opened.label_names),
+        },
         volume_panel={"visible": True},
         slide_panel={"visible": False},
         width=width,
@@ -193,6 +210,14 @@ def set_preset(services: Services, state: ViewerState, name: str) -> tuple[Viewe
 def set_overlay(services: Services, state: ViewerState, show: bool, opacity: float) -> tuple[ViewerState, dict]:
     state = replace(state, overlay=bool(show), opacity=float(opacity))
     return state, _views(services, state)
+
+
+def set_labels_shown(services: Services, state: ViewerState, names: list[str]) -> tuple[ViewerState, dict]:
+    """Draw only the chosen labels."""
+    ov = _volume(services, state)
+    hidden = tuple(n for n in ov.label_names.values() if n not in set(names or []))
+    state = replace(state, hidden=hidden)
+    return state, {**_views(services, state), "legend": legend_html(ov, hidden)}
 
 
 def click(services: Services, state: ViewerState, plane: Plane, col: float, row: float) -> tuple[ViewerState, dict]:

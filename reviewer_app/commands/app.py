@@ -32,5 +32,7 @@ def run(args: argparse.Namespace) -> int:
         demo=args.demo, data_dir=args.data, db=args.db, work_dir=Path(args.work_dir) if args.work_dir else None
     )
     print(f"synthdx: {len(services.catalog)} images available; open http://{args.host}:{args.port}")
+    if services.catalog:
+        services.prefetch(services.catalog[0].key)  # ready by the time the first page loads
     launch(build_app(services), host=args.host, port=args.port)
     return 0

@@ -33,10 +33,12 @@ def create_viewer_tab(services: Services) -> dict:
             with gr.Group(visible=True) as c["volume_controls"]:
                 c["active"] = gr.Radio(list(PLANES), value="axial", label="Active view (keyboard and wheel)")
                 c["preset"] = gr.Dropdown(list(PRESETS), value="Soft tissue", label="Window preset")
-                c["width"] = gr.Slider(1, 4000, value=400, step=1, label="Window width (W)")
-                c["level"] = gr.Slider(-1500, 3000, value=40, step=1, label="Window level (L)")
+                c["width"] = gr.Slider(1, 4000, value=400, step=1, label="Window width (W)", elem_id="sdx-width")
+                c["level"] = gr.Slider(-1500, 3000, value=40, step=1, label="Window level (L)", elem_id="sdx-level")
                 c["overlay"] = gr.Checkbox(True, label="Show segmentation")
                 c["opacity"] = gr.Slider(0.05, 1.0, value=0.35, step=0.05, label="Overlay opacity")
+                c["labels_shown"] = gr.Dropdown([], value=[], multiselect=True, label="Labels drawn",
+                                                info="tissue classes (fat, muscle, body) start hidden")
                 c["legend"] = gr.HTML()
                 c["cranial"] = gr.Checkbox(True, label="Up arrow / wheel up moves towards the head")
             gr.Markdown(KEY_HELP)
@@ -81,10 +83,11 @@ def _wire_events(services: Services, c: dict) -> None:
     fast = {"concurrency_limit": None, "show_progress": "hidden"}
     st = c["state"]
     connect = connector(c)
+    views = [c[p] for p in PLANES] + [c["thumb"]]
     connect(c["picker"].input, lambda s, key: h.open_image(services, s, key), [st, c["picker"]],
-            api_name="open_image", concurrency_limit=2)
+            api_name="open_image", concurrency_limit=2, show_progress_on=views)
     connect(c["upload"].upload, lambda s, f: h.open_upload(services, s, f), [st, c["upload"]],
-            api_visibility="private", concurrency_limit=2)
+            api_visibility="private", concurrency_limit=2, show_progress_on=views)
     for plane in PLANES:
         connect(c[f"{plane}_slider"].input, lambda s, v, p=plane: h.set_slice(services, s, p, v),
                 [st, c[f"{plane}_slider"]], api_name=f"slice_{plane}", trigger_mode="always_last", **fast)
@@ -109,6 +112,8 @@ def _wire_events(services: Services, c: dict) -> None:
     for name in ("overlay", "opacity"):
         connect(c[name].input, lambda s, show, op: h.set_overlay(services, s, show, op),
                 [st, c["overlay"], c["opacity"]], api_visibility="private", trigger_mode="always_last", **fast)
+    connect(c["labels_shown"].input, lambda s, names: h.set_labels_shown(services, s, names),
+            [st, c["labels_shown"]], api_visibility="private", trigger_mode="always_last", **fast)
     connect(c["active"].input, lambda s, p: (replace(s, active=p), {}), [st, c["active"]],
             api_visibility="private", **fast)
     connect(c["cranial"].input, lambda s, v: (replace(s, up_is_cranial=bool(v)), {}), [st, c["cranial"]],

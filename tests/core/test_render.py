@@ -64,6 +64,8 @@ def test_overlay_colours_only_labelled_pixels() -> None:
     rgb = blend_labels(grey, labels, palette, 1.0)
     assert tuple(rgb[1, 1]) == label_colour("liver")
     assert np.all(rgb[0, 0] == 100)
+    hidden = blend_labels(grey, labels, palette, 1.0, np.array([False, False, False]))
+    assert np.all(hidden == 100)
     half = blend_labels(grey, labels, palette, 0.5)
     assert tuple(half[1, 1]) == tuple(int(round(100 + 0.5 * (v - 100))) for v in label_colour("liver"))
 

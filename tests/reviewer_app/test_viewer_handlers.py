@@ -84,3 +84,11 @@ def test_bad_input_gives_input_errors(services: Services, tmp_path: Path) -> Non
     state, _ = h.open_image(services, ViewerState(), "ct")
     with pytest.raises(InputError, match="width must be > 0"):
         h.set_window(services, state, 0, 40)
+
+
+def test_labels_can_be_hidden(services: Services) -> None:
+    state, _ = h.open_image(services, ViewerState(), "ct")
+    state, out = h.set_labels_shown(services, state, [])
+    assert state.hidden == ("seg",) and out["axial"].ndim == 3
+    assert np.ptp(out["axial"], axis=2).max() == 0  # grey everywhere: nothing drawn
+    assert "seg" not in out["legend"]
