@@ -26,7 +26,8 @@ from sqlmodel import Session, select
 
 from studies import design as design_mod
 from studies.export import ordinal_score, ratings_from_rows
-from studies.models import ROLES, Assignment, AuditEvent, Case, CaseView, Rating, Reader, ReaderProgress, Study, utcnow
+from studies.models import (ROLES, Assignment, AuditEvent, Case, CaseView, Rating, Reader, ReaderProgress,
+                            Study, utcnow)
 from studies.ratings import Ratings
 from studies.security import (GENESIS_HASH, event_hash, hash_password, hash_token, new_token,
                               verify_password)
@@ -42,9 +43,9 @@ def _append_event(session: Session, *, actor: str, action: str, study_id: int | 
     last = session.exec(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1)).first()
     prev = last.hash if last else GENESIS_HASH
     ts = utcnow()
-    session.add(AuditEvent(ts=ts, actor=actor, action=action, study_id=study_id, payload=payload, prev_hash=prev,
-                           hash=event_hash(prev_hash=prev, ts=ts, actor=actor, action=action, study_id=study_id,
-                                           payload=payload)))
+    digest = event_hash(prev_hash=prev, ts=ts, actor=actor, action=action, study_id=study_id, payload=payload)
+    session.add(AuditEvent(ts=ts, actor=actor, action=action, study_id=study_id, payload=payload,
+                           prev_hash=prev, hash=digest))
 
 
 def get_study(*, session: Session, study_id: int) -> Study:
@@ -66,9 +67,10 @@ def _view(session: Session, assignment: Assignment) -> CaseView:
     case = session.get(Case, assignment.case_id)
     total = session.exec(select(func.count()).select_from(Assignment)
                          .where(Assignment.reader_id == assignment.reader_id)).one()
-    answered = session.exec(select(Rating.id).where(Rating.assignment_id == assignment.id)).first() is not None
-    return CaseView(assignment_id=assignment.id, public_id=case.public_id, kind=case.kind, block=assignment.block,
-                    position=assignment.position, total=total, answered=answered)
+    rating_id = session.exec(select(Rating.id).where(Rating.assignment_id == assignment.id)).first()
+    return CaseView(assignment_id=assignment.id, public_id=case.public_id, kind=case.kind,
+                    block=assignment.block, position=assignment.position, total=total,
+                    answered=rating_id is not None)
 
 
 def _next_assignment(session: Session, reader_id: int) -> Assignment | None:
@@ -160,8 +162,9 @@ def create_study(*, session: Session, name: str, cases: Sequence[CaseInput], des
             dest = stimulus_path(media_dir, pid, src.kind)
             shutil.copyfile(stimulus_path(media_dir, src.public_id, src.kind), dest)
             written.append(dest)
-            session.add(Case(study_id=study.id, public_id=pid, truth=src.truth, kind=src.kind, strata=src.strata,
-                             provenance=src.provenance, file_sha256=src.file_sha256, duplicate_of=src.id))
+            session.add(Case(study_id=study.id, public_id=pid, truth=src.truth, kind=src.kind,
+                             strata=src.strata, provenance=src.provenance, file_sha256=src.file_sha256,
+                             duplicate_of=src.id))
         _append_event(session, actor=actor, action="create_study", study_id=study.id, payload={
             "name": name, "design": study.design, "n_cases": len(cases), "n_main_synthetic": n_syn,
             "n_main_real": len(main) - n_syn, "allow_changes": allow_changes, "tost_margin": tost_margin})
@@ -223,8 +226,9 @@ def add_reader(*, session: Session, study_id: int, display_name: str, role: str,
         synthetic=[c.truth == "synthetic" for c in main], catch_ids=[c.id for c in cases if c.is_catch],
         duplicates={c.id: c.duplicate_of for c in cases if c.duplicate_of})
     copies = {c.id for c in cases if c.duplicate_of}
-    session.add_all([Assignment(study_id=study_id, reader_id=reader.id, case_id=s.case_id, position=i, block=s.block,
-                                is_duplicate=s.case_id in copies) for i, s in enumerate(slots)])
+    session.add_all([Assignment(study_id=study_id, reader_id=reader.id, case_id=s.case_id, position=i,
+                                block=s.block, is_duplicate=s.case_id in copies)
+                     for i, s in enumerate(slots)])
     _append_event(session, actor=actor, action="add_reader", study_id=study_id, payload={
         "reader_id": reader.id, "display_name": display_name, "role": role,
         "years_experience": float(years_experience), "reader_index": index, "n_assignments": len(slots)})
@@ -247,10 +251,13 @@ def lock_study(*, session: Session, study_id: int, actor: str = "owner") -> Stud
 def reader_progress(*, session: Session, study_id: int) -> list[ReaderProgress]:
     """Answered and total assignments of every reader, in the order readers were added."""
     out = []
-    for reader in session.exec(select(Reader).where(Reader.study_id == study_id).order_by(Reader.reader_index)):
+    readers = session.exec(select(Reader).where(Reader.study_id == study_id)
+                           .order_by(Reader.reader_index)).all()
+    for reader in readers:
         total = session.exec(select(func.count()).select_from(Assignment)
                              .where(Assignment.reader_id == reader.id)).one()
-        answered = session.exec(select(func.count()).select_from(Rating).where(Rating.reader_id == reader.id)).one()
+        answered = session.exec(select(func.count()).select_from(Rating)
+                                .where(Rating.reader_id == reader.id)).one()
         out.append(ReaderProgress(reader_id=reader.id, display_name=reader.display_name, answered=answered,
                                   total=total))
     return out
@@ -264,7 +271,8 @@ def list_cases(*, session: Session, study_id: int) -> list[Case]:
 def list_ratings(*, session: Session, study_id: int) -> list[Rating]:
     """Every rating of a study, by reader then position."""
     return list(session.exec(
-        select(Rating).join(Assignment, Assignment.id == Rating.assignment_id).join(Reader, Reader.id == Rating.reader_id)
+        select(Rating).join(Assignment, Assignment.id == Rating.assignment_id)
+        .join(Reader, Reader.id == Rating.reader_id)
         .where(Rating.study_id == study_id).order_by(Reader.reader_index, Assignment.position)).all())
 
 
@@ -285,9 +293,10 @@ def export_rows(*, session: Session, study_id: int) -> list[dict]:
         seconds = None if rating.shown_at is None else (rating.submitted_at - rating.shown_at).total_seconds()
         rows.append({
             "reader": reader.display_name, "role": reader.role, "years_experience": reader.years_experience,
-            "case": case.public_id, "truth": case.truth, "block": assignment.block, "position": assignment.position,
-            "is_training": case.is_training, "is_catch": case.is_catch, "is_duplicate": assignment.is_duplicate,
-            "duplicate_of": public.get(case.duplicate_of), "call": rating.call, "confidence": rating.confidence,
+            "case": case.public_id, "truth": case.truth, "block": assignment.block,
+            "position": assignment.position, "is_training": case.is_training, "is_catch": case.is_catch,
+            "is_duplicate": assignment.is_duplicate, "duplicate_of": public.get(case.duplicate_of),
+            "call": rating.call, "confidence": rating.confidence,
             "score": ordinal_score(rating.call, rating.confidence, study.confidence_levels),
             "likert": rating.likert, "comment": rating.comment,
             "shown_at": None if rating.shown_at is None else rating.shown_at.isoformat(),
@@ -424,13 +433,14 @@ def submit_rating(*, session: Session, reader_id: int, assignment_id: int, call:
     Raises:
         NotAssignedError, StudyLockedError, ChangeNotAllowedError, OutOfOrderError, ValueError.
     """
+    args = (session, reader_id, assignment_id, call, confidence, likert, comment, slices, windows)
     try:
-        return _store_rating(session, reader_id, assignment_id, call, confidence, likert, comment, slices, windows)
+        return _store_rating(*args)
     except IntegrityError:
         # Another connection stored this assignment first (possible on PostgreSQL; SQLite's
         # BEGIN IMMEDIATE serialises writers): answer once more, now against the row that won.
         session.rollback()
-        return _store_rating(session, reader_id, assignment_id, call, confidence, likert, comment, slices, windows)
+        return _store_rating(*args)
 
 
 def _store_rating(session: Session, reader_id: int, assignment_id: int, call: str, confidence: int,
@@ -461,16 +471,15 @@ def _store_rating(session: Session, reader_id: int, assignment_id: int, call: st
     else:
         nxt = _next_assignment(session, reader_id)
         if nxt is None or nxt.id != assignment_id:
-            raise OutOfOrderError(f"assignment {assignment_id} (position {assignment.position}) is not the next "
-                                  f"unanswered one (position {None if nxt is None else nxt.position})")
+            raise OutOfOrderError(f"assignment {assignment_id} (position {assignment.position}) is not the "
+                                  f"next unanswered one (position {None if nxt is None else nxt.position})")
         _merge_telemetry(study, assignment, slices, windows)
+        telemetry = {"slices_visited": assignment.slices_visited, "windows_used": assignment.windows_used}
         rating = Rating(assignment_id=assignment_id, study_id=study.id, reader_id=reader_id,
-                        case_id=assignment.case_id, shown_at=assignment.shown_at,
-                        slices_visited=assignment.slices_visited, windows_used=assignment.windows_used, **answer)
+                        case_id=assignment.case_id, shown_at=assignment.shown_at, **telemetry, **answer)
         session.add(rating)
         _append_event(session, actor=actor, action="submit_rating", study_id=study.id,
-                      payload={"assignment_id": assignment_id, **answer,
-                               "slices_visited": assignment.slices_visited, "windows_used": assignment.windows_used})
+                      payload={"assignment_id": assignment_id, **answer, **telemetry})
     session.commit()
     session.refresh(rating)
     return rating
@@ -485,6 +494,7 @@ def training_feedback(*, session: Session, reader_id: int, assignment_id: int) -
     assignment = _own_assignment(session, reader_id, assignment_id)
     rated = session.exec(select(Rating.id).where(Rating.assignment_id == assignment_id)).first() is not None
     if assignment.block != "training" or not rated:
-        raise NotAssignedError(f"feedback only follows a submitted training answer; assignment {assignment_id} is "
-                               f"{'rated' if rated else 'unrated'} and in block {assignment.block!r}")
+        raise NotAssignedError(f"feedback only follows a submitted training answer; assignment "
+                               f"{assignment_id} is {'rated' if rated else 'unrated'} "
+                               f"and in block {assignment.block!r}")
     return session.get(Case, assignment.case_id).truth

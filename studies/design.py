@@ -136,7 +136,8 @@ def position_groups(main_ids: Sequence[int], synthetic: Sequence[bool], *, n_gro
     if len(main_ids) != len(synthetic):
         raise ValueError(f"{len(main_ids)} main ids but {len(synthetic)} truth values")
     if not 1 <= n_groups <= len(main_ids):
-        raise ValueError(f"n_position_blocks must be between 1 and the {len(main_ids)} main cases, got {n_groups}")
+        raise ValueError(f"n_position_blocks must be between 1 and the {len(main_ids)} main cases, "
+                         f"got {n_groups}")
     rng = np.random.default_rng([seed, 0])
     ids = np.asarray(main_ids)
     syn = np.asarray(synthetic, dtype=bool)

@@ -105,7 +105,8 @@ class StimulusSpec:
         if len(self.image_size) != 2 or min(self.image_size) < 8:
             raise ValueError(f"image_size must be (height, width) >= 8 px, got {self.image_size}")
         if len(self.volume_shape) != 3 or min(self.volume_shape) < 1 or min(self.volume_shape[1:]) < 8:
-            raise ValueError(f"volume_shape must be (slices >= 1, height >= 8, width >= 8), got {self.volume_shape}")
+            raise ValueError(f"volume_shape must be (slices >= 1, height >= 8, width >= 8), "
+                             f"got {self.volume_shape}")
         lo, hi = self.hu_range
         if not -32768 <= lo < hi <= 32767:
             raise ValueError(f"hu_range must be increasing within int16, got {self.hu_range}")
@@ -162,7 +163,8 @@ def standardize_image(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
-def standardize_volume(array: np.ndarray, shape: tuple[int, int, int], hu_range: tuple[int, int]) -> np.ndarray:
+def standardize_volume(array: np.ndarray, shape: tuple[int, int, int],
+                       hu_range: tuple[int, int]) -> np.ndarray:
     """Put a CT volume on the study grid (see the module docstring).
 
     Args:

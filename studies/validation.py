@@ -42,7 +42,8 @@ def _is_int(value: object) -> bool:
 
 
 def check_study_options(*, name: str, tost_margin: float, confidence_levels: int,
-                        window_presets: Mapping[str, Mapping[str, float]] | None) -> dict[str, dict[str, float]]:
+                        window_presets: Mapping[str, Mapping[str, float]] | None
+                        ) -> dict[str, dict[str, float]]:
     """Validate owner settings of a new study.
 
     Args:
@@ -77,13 +78,15 @@ def check_window(window: object, presets: Mapping[str, object] | None = None) ->
         return window
     if isinstance(window, Mapping):
         width, level = window.get("width"), window.get("level")
-        if all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (width, level)) \
-                and width > 0:
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                      for v in (width, level))
+        if numbers and width > 0:
             return {"width": float(width), "level": float(level)}
     raise ValueError(f"window must be a preset name or {{'width' > 0, 'level'}} in HU, got {window!r}")
 
 
-def check_answer(*, call: str, confidence: int, likert: int | None, comment: str, confidence_levels: int) -> dict:
+def check_answer(*, call: str, confidence: int, likert: int | None, comment: str,
+                 confidence_levels: int) -> dict:
     """Validate a reader's answer; returns it as the dict stored in the rating."""
     if call not in TRUTHS:
         raise ValueError(f"call must be one of {TRUTHS}, got {call!r}")
@@ -92,8 +95,9 @@ def check_answer(*, call: str, confidence: int, likert: int | None, comment: str
     if likert is not None and (not _is_int(likert) or likert not in LIKERT_LEVELS):
         raise ValueError(f"likert must be one of {LIKERT_LEVELS} or None, got {likert!r}")
     if not isinstance(comment, str) or len(comment) > MAX_COMMENT_CHARS:
+        length = len(comment) if isinstance(comment, str) else "?"
         raise ValueError(f"comment must be a str of at most {MAX_COMMENT_CHARS} characters, got "
-                         f"{type(comment).__name__} of length {len(comment) if isinstance(comment, str) else '?'}")
+                         f"{type(comment).__name__} of length {length}")
     return {"call": call, "confidence": confidence, "likert": likert, "comment": comment}
 
 

@@ -23,7 +23,9 @@ PASSWORD = "owner-secret-1"
 def texture(rng: np.random.Generator, shape: tuple[int, int], *, noise: float = 0.0) -> np.ndarray:
     """uint8 ``(H, W, 3)`` smooth random texture, plus optional white noise of std ``noise``."""
     base = gaussian_filter(rng.normal(size=(*shape, 3)), sigma=(3, 3, 0))
-    img = 128 + 40 * base / base.std() + rng.normal(0, noise, size=base.shape) if noise else 128 + 40 * base / base.std()
+    img = 128 + 40 * base / base.std()
+    if noise:
+        img = img + rng.normal(0, noise, size=base.shape)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -43,16 +45,18 @@ def image_cases(n_main: int, *, seed: int, n_training: int = 0, n_catch: int = 0
 
 
 def new_study(tmp_path: Path, *, n_main: int = 24, design: StudyDesign | None = None, n_training: int = 0,
-              n_catch: int = 0, allow_changes: bool = False, name: str = "vtt", db_name: str = "study.sqlite"):
+              n_catch: int = 0, allow_changes: bool = False, name: str = "vtt",
+              db_name: str = "study.sqlite"):
     """Engine on ``tmp_path/db_name`` with one stored study; returns ``(engine, study_id, media_dir)``."""
     engine = make_engine(tmp_path / db_name)
     init_db(engine)
     media = tmp_path / "media"
     with Session(engine) as session:
         study = crud.create_study(
-            session=session, name=name, cases=image_cases(n_main, seed=7, n_training=n_training, n_catch=n_catch),
-            design=design or StudyDesign(seed=11, n_position_blocks=4), owner_password=PASSWORD, media_dir=media,
-            spec=StimulusSpec(image_size=(32, 32)), allow_changes=allow_changes)
+            session=session, name=name,
+            cases=image_cases(n_main, seed=7, n_training=n_training, n_catch=n_catch),
+            design=design or StudyDesign(seed=11, n_position_blocks=4), owner_password=PASSWORD,
+            media_dir=media, spec=StimulusSpec(image_size=(32, 32)), allow_changes=allow_changes)
         return engine, study.id, media
 
 

@@ -39,15 +39,17 @@ def test_create_study_stores_blinded_stimuli(tmp_path):
     for copy in copies:
         original = originals[copy.duplicate_of]
         assert copy.public_id != original.public_id and copy.file_sha256 == original.file_sha256
-        assert (media / f"{copy.public_id}.png").read_bytes() == (media / f"{original.public_id}.png").read_bytes()
+        copied = (media / f"{copy.public_id}.png").read_bytes()
+        assert copied == (media / f"{original.public_id}.png").read_bytes()
     assert study.design["design"]["seed"] == 3 and study.design["stimulus"]["image_size"] == [32, 32]
     assert PASSWORD not in study.owner_password_hash and study.owner_password_hash.startswith("scrypt$")
     with Session(engine) as session:
         assert crud.verify_owner_password(session=session, study_id=study_id, password=PASSWORD)
         assert not crud.verify_owner_password(session=session, study_id=study_id, password=PASSWORD + "x")
         with pytest.raises(ValueError, match="exists already"):
-            crud.create_study(session=session, name="vtt", cases=image_cases(4, seed=1), design=StudyDesign(seed=1),
-                              owner_password=PASSWORD, media_dir=tmp_path / "other")
+            crud.create_study(session=session, name="vtt", cases=image_cases(4, seed=1),
+                              design=StudyDesign(seed=1), owner_password=PASSWORD,
+                              media_dir=tmp_path / "other")
 
 
 def test_failed_create_leaves_no_files(tmp_path):
@@ -56,12 +58,13 @@ def test_failed_create_leaves_no_files(tmp_path):
     cases = image_cases(6, seed=2) + [CaseInput(array=np.zeros((40, 48, 3), np.float32), truth="real",
                                                 kind="image2d")]
     with Session(engine) as session, pytest.raises(ValueError, match="uint8"):
-        crud.create_study(session=session, name="broken", cases=cases, design=StudyDesign(seed=1, n_position_blocks=2),
-                          owner_password=PASSWORD, media_dir=tmp_path / "media")
+        crud.create_study(session=session, name="broken", cases=cases,
+                          design=StudyDesign(seed=1, n_position_blocks=2), owner_password=PASSWORD,
+                          media_dir=tmp_path / "media")
     assert list((tmp_path / "media").iterdir()) == []
     with Session(engine) as session, pytest.raises(ValueError, match="at least 8"):
-        crud.create_study(session=session, name="weak", cases=image_cases(6, seed=2), design=StudyDesign(seed=1),
-                          owner_password="short", media_dir=tmp_path / "media")
+        crud.create_study(session=session, name="weak", cases=image_cases(6, seed=2),
+                          design=StudyDesign(seed=1), owner_password="short", media_dir=tmp_path / "media")
 
 
 def test_reader_tokens_are_hashed_and_resolve(tmp_path):
@@ -73,7 +76,8 @@ def test_reader_tokens_are_hashed_and_resolve(tmp_path):
         assert crud.reader_by_token(session=session, token=token).id == reader_id
         assert crud.reader_by_token(session=session, token=token[:-1] + "A") is None
         with pytest.raises(ValueError, match="role"):
-            crud.add_reader(session=session, study_id=study_id, display_name="x", role="surgeon", years_experience=1)
+            crud.add_reader(session=session, study_id=study_id, display_name="x", role="surgeon",
+                            years_experience=1)
         with pytest.raises(ValueError, match="reader 0"):
             crud.add_reader(session=session, study_id=study_id, display_name="reader 0", role="other",
                             years_experience=1)
@@ -114,7 +118,8 @@ def test_resubmission_is_idempotent_and_changes_follow_the_study_rule(tmp_path):
             crud.submit_rating(**kw, call="real", confidence=3, likert=2, comment="edges")
     with Session(engine) as session:
         assert _count(session, Rating) == 1
-        assert [e.action for e in crud.audit_events(session=session, study_id=study_id)].count("submit_rating") == 1
+        actions = [e.action for e in crud.audit_events(session=session, study_id=study_id)]
+        assert actions.count("submit_rating") == 1
         assert session.get(Rating, first.id).call == "synthetic"
 
 
@@ -139,12 +144,14 @@ def test_new_ratings_only_in_order_and_answers_validated(tmp_path):
         later = session.exec(select(Assignment).where(Assignment.reader_id == reader_id,
                                                       Assignment.position == 3)).one()
         with pytest.raises(crud.OutOfOrderError, match="position 3"):
-            crud.submit_rating(session=session, reader_id=reader_id, assignment_id=later.id, call="real", confidence=1)
+            crud.submit_rating(session=session, reader_id=reader_id, assignment_id=later.id, call="real",
+                               confidence=1)
         view = crud.next_case_for_reader(session=session, reader_id=reader_id)
         for bad in ({"call": "fake", "confidence": 1}, {"call": "real", "confidence": 4},
                     {"call": "real", "confidence": 1, "likert": 6}):
             with pytest.raises(ValueError):
-                crud.submit_rating(session=session, reader_id=reader_id, assignment_id=view.assignment_id, **bad)
+                crud.submit_rating(session=session, reader_id=reader_id, assignment_id=view.assignment_id,
+                                   **bad)
         assert _count(session, Rating) == 0
 
 
@@ -154,10 +161,12 @@ def test_readers_cannot_touch_each_others_cases(tmp_path):
     (a, _), (b, _) = add_readers(engine, study_id, 2)
     with Session(engine) as session:
         def public_ids(reader_id):
-            return {crud.case_for_reader(session=session, reader_id=reader_id, public_id=c.public_id).public_id
-                    for c in crud.list_cases(session=session, study_id=study_id)
-                    if session.exec(select(Assignment).where(Assignment.reader_id == reader_id,
-                                                             Assignment.case_id == c.id)).first()}
+            assigned = {a.case_id for a in session.exec(select(Assignment)
+                                                        .where(Assignment.reader_id == reader_id))}
+            cases = crud.list_cases(session=session, study_id=study_id)
+            views = [crud.case_for_reader(session=session, reader_id=reader_id, public_id=c.public_id)
+                     for c in cases if c.id in assigned]
+            return {v.public_id for v in views}
         only_a = public_ids(a) - public_ids(b)
         assert only_a, "jittered subsets should differ between the two readers"
         foreign = next(iter(only_a))
@@ -165,7 +174,8 @@ def test_readers_cannot_touch_each_others_cases(tmp_path):
             crud.case_for_reader(session=session, reader_id=b, public_id=foreign)
         with pytest.raises(crud.NotAssignedError):
             crud.stimulus_for_reader(session=session, reader_id=b, public_id=foreign, media_dir=media)
-        assert crud.stimulus_for_reader(session=session, reader_id=a, public_id=foreign, media_dir=media).is_file()
+        path = crud.stimulus_for_reader(session=session, reader_id=a, public_id=foreign, media_dir=media)
+        assert path.is_file()
         a_next = crud.next_case_for_reader(session=session, reader_id=a)
         for call in (crud.mark_shown, crud.record_telemetry, crud.training_feedback):
             with pytest.raises(crud.NotAssignedError):
@@ -191,12 +201,14 @@ def test_telemetry_and_training_feedback(tmp_path):
             crud.record_telemetry(**kw, windows=["Sinus"])
         with pytest.raises(crud.NotAssignedError, match="unrated"):
             crud.training_feedback(**kw)
-        rating = crud.submit_rating(**kw, call="real", confidence=2, windows=[{"width": 350, "level": 40}, "Lung"])
+        rating = crud.submit_rating(**kw, call="real", confidence=2,
+                                    windows=[{"width": 350, "level": 40}, "Lung"])
         assert rating.windows_used == ["Lung", {"width": 350.0, "level": 40.0}]
         assert rating.shown_at is not None and rating.submitted_at >= rating.shown_at
         truth = crud.training_feedback(**kw)
         case = session.exec(select(Assignment).where(Assignment.id == view.assignment_id)).one()
-        assert truth == [c.truth for c in crud.list_cases(session=session, study_id=study_id) if c.id == case.case_id][0]
+        cases = crud.list_cases(session=session, study_id=study_id)
+        assert truth == next(c.truth for c in cases if c.id == case.case_id)
 
 
 def test_locked_study_refuses_ratings_and_readers(tmp_path):
@@ -209,7 +221,8 @@ def test_locked_study_refuses_ratings_and_readers(tmp_path):
             crud.submit_rating(session=session, reader_id=reader_id, assignment_id=view.assignment_id,
                                call="real", confidence=1)
         with pytest.raises(crud.StudyLockedError):
-            crud.add_reader(session=session, study_id=study_id, display_name="late", role="other", years_experience=0)
+            crud.add_reader(session=session, study_id=study_id, display_name="late", role="other",
+                            years_experience=0)
 
 
 def test_audit_chain_detects_an_edited_event(tmp_path):
@@ -223,9 +236,11 @@ def test_audit_chain_detects_an_edited_event(tmp_path):
         last_id = session.exec(select(AuditEvent.id).order_by(AuditEvent.id.desc())).first()
     engine.dispose()
     with sqlite3.connect(tmp_path / "study.sqlite") as con:
-        con.execute("UPDATE audit_event SET payload = json_set(payload, '$.call', 'synthetic') WHERE id = ?", (last_id,))
+        con.execute("UPDATE audit_event SET payload = json_set(payload, '$.call', 'synthetic') WHERE id = ?",
+                    (last_id,))
     with Session(make_engine(tmp_path / "study.sqlite")) as session:
-        assert crud.verify_audit_chain(session=session) == [f"event {last_id}: content does not match its hash (edited)"]
+        problems = crud.verify_audit_chain(session=session)
+    assert problems == [f"event {last_id}: content does not match its hash (edited)"]
 
 
 def test_progress_export_and_ratings_for_analysis(tmp_path):
@@ -290,8 +305,9 @@ def test_double_clicks_from_eight_threads_store_one_rating(tmp_path):
         try:
             barrier.wait()
             with Session(engine) as session:
-                ids.append(crud.submit_rating(session=session, reader_id=reader_id, assignment_id=assignment_id,
-                                              call="real", confidence=2).id)
+                rating = crud.submit_rating(session=session, reader_id=reader_id, assignment_id=assignment_id,
+                                            call="real", confidence=2)
+                ids.append(rating.id)
         except BaseException as err:
             errors.append(err)
 

@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_file_engine_sets_durability_pragmas(tmp_path):
     engine = make_engine(tmp_path / "sub" / "study.sqlite")
     init_db(engine)
-    assert pragmas(engine) == {"busy_timeout": 5000, "journal_mode": "wal", "synchronous": 1, "foreign_keys": 1}
+    expected = {"busy_timeout": 5000, "journal_mode": "wal", "synchronous": 1, "foreign_keys": 1}
+    assert pragmas(engine) == expected
     assert (tmp_path / "sub" / "study.sqlite").is_file()
     full = make_engine(f"sqlite:///{tmp_path / 'full.sqlite'}", synchronous="FULL")
     assert pragmas(full)["synchronous"] == 2  # URLs get the same PRAGMAs
@@ -82,7 +83,8 @@ def test_integrity_check_reports_foreign_key_damage(tmp_path):
     engine.dispose()
     with sqlite3.connect(tmp_path / "study.sqlite") as con:  # foreign keys are off on a plain connection
         con.execute("INSERT INTO assignment (study_id, reader_id, case_id, position, block, is_duplicate, "
-                    "slices_visited, windows_used) VALUES (?, 12345, 1, 0, 'main', 0, '[]', '[]')", (study_id,))
+                    "slices_visited, windows_used) VALUES (?, 12345, 1, 0, 'main', 0, '[]', '[]')",
+                    (study_id,))
     messages = integrity_check(make_engine(tmp_path / "study.sqlite"))
     assert any("assignment" in m and "reader" in m for m in messages)
 

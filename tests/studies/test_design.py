@@ -99,8 +99,10 @@ def test_catch_cases_are_in_the_main_block_at_varying_positions():
 
 def test_pool_checks_name_the_problem():
     with pytest.raises(ValueError, match="duplicate_min_gap 30"):
-        check_pool(StudyDesign(seed=0, n_duplicates=2, duplicate_min_gap=30), n_real=24, n_synthetic=24, n_catch=0)
-    check_pool(StudyDesign(seed=0, n_duplicates=2, duplicate_min_gap=24), n_real=24, n_synthetic=24, n_catch=0)
+        check_pool(StudyDesign(seed=0, n_duplicates=2, duplicate_min_gap=30), n_real=24, n_synthetic=24,
+                   n_catch=0)
+    check_pool(StudyDesign(seed=0, n_duplicates=2, duplicate_min_gap=24), n_real=24, n_synthetic=24,
+               n_catch=0)
     with pytest.raises(ValueError, match="real and synthetic"):
         check_pool(StudyDesign(seed=0), n_real=0, n_synthetic=5, n_catch=0)
     with pytest.raises(ValueError, match="n_position_blocks 9"):

@@ -68,7 +68,8 @@ def test_real_and_synthetic_of_different_sizes_serve_identically(shared_data, tm
     # A "synthetic" image produced at a lower, square resolution, in grey.
     small = _he_region(shared_data, 1200, 900, (96, 96)).mean(axis=2).astype(np.uint8)
     synthetic = CaseInput(array=small, truth="synthetic", kind="image2d")
-    files = [write_stimulus(c, spec=spec, media_dir=tmp_path, public_id=new_public_id()) for c in (real, synthetic)]
+    files = [write_stimulus(c, spec=spec, media_dir=tmp_path, public_id=new_public_id())
+             for c in (real, synthetic)]
     headers = [png_header(f.read_bytes()) for f in files]
     chunk_lists = [[t for t, _ in png_chunks(f.read_bytes())] for f in files]
     assert headers[0] == headers[1] and headers[0]["width"] == headers[0]["height"] == 128
