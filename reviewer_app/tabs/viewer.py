@@ -114,8 +114,9 @@ def _wire_events(services: Services, c: dict) -> None:
                 [st, c["overlay"], c["opacity"]], api_visibility="private", trigger_mode="always_last", **fast)
     connect(c["labels_shown"].input, lambda s, names: h.set_labels_shown(services, s, names),
             [st, c["labels_shown"]], api_visibility="private", trigger_mode="always_last", **fast)
+    # Only updates the state: also the benchmark's no-op event (bench/viewer.py).
     connect(c["active"].input, lambda s, p: (replace(s, active=p), {}), [st, c["active"]],
-            api_visibility="private", **fast)
+            api_name="set_active", **fast)
     connect(c["cranial"].input, lambda s, v: (replace(s, up_is_cranial=bool(v)), {}), [st, c["cranial"]],
             api_visibility="private", **fast)
     connect(c["thumb"].select, lambda s, lv, size, evt: h.slide_zoom(services, s, lv, int(size), *evt.index),

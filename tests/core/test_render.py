@@ -67,7 +67,8 @@ def test_overlay_colours_only_labelled_pixels() -> None:
     hidden = blend_labels(grey, labels, palette, 1.0, np.array([False, False, False]))
     assert np.all(hidden == 100)
     half = blend_labels(grey, labels, palette, 0.5)
-    assert tuple(half[1, 1]) == tuple(int(round(100 + 0.5 * (v - 100))) for v in label_colour("liver"))
+    expected = tuple(int(round(100 + 0.5 * (v - 100))) for v in label_colour("liver"))
+    assert np.abs(half[1, 1].astype(int) - expected).max() <= 1  # fixed-point blend
 
 
 def test_render_view_windows_and_overlays(ramp: np.ndarray) -> None:

@@ -51,10 +51,30 @@ def _expected(services, key: str, index: int, preset: str) -> np.ndarray:
     return img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
 
 
-def test_demo_scroll_and_preset_show_the_right_pixels(serve, page, tmp_path) -> None:
-    services = build_services(demo=True, data_dir=None, db=None, work_dir=tmp_path)
+@pytest.fixture(scope="module")
+def demo_app(tmp_path_factory):
+    """One demo server for the module: the phantom is generated once."""
+    import os
+
+    tmp = tmp_path_factory.mktemp("viewer")
+    old = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
+    from reviewer_app.app import launch
+
+    services = build_services(demo=True, data_dir=None, db=None, work_dir=tmp)
+    demo = build_app(services)
+    _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True)
+    yield services, url.rstrip("/")
+    demo.close()
+    if old is None:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = old
+
+
+def test_demo_scroll_and_preset_show_the_right_pixels(demo_app, page) -> None:
+    services, url = demo_app
     key = services.catalog[0].key
-    url = serve(build_app(services))
     page.goto(url)
     page.wait_for_selector(AXIAL_IMG, timeout=60000)
     start = _slider_value(page, "axial")
@@ -90,3 +110,22 @@ def test_demo_scroll_and_preset_show_the_right_pixels(serve, page, tmp_path) -> 
     assert _slider_value(page, "axial") == start - 8
     assert page.js_errors == []
 
+
+
+def test_bad_upload_shows_an_error_and_the_viewer_keeps_working(demo_app, page, tmp_path) -> None:
+    _, url = demo_app
+    page.goto(url)
+    page.wait_for_selector(AXIAL_IMG, timeout=60000)
+    start = _slider_value(page, "axial")
+    broken = tmp_path / "scan.nii.gz"
+    broken.write_bytes(b"\x1f\x8b this is not a NIfTI file")
+    page.locator("input[type=file]").first.set_input_files(str(broken))
+    toast = page.locator(".toast-body").filter(has_text="not a readable NIfTI file")
+    toast.first.wait_for(timeout=30000)
+    assert "scan.nii.gz" in toast.first.inner_text()
+    # the app is still up and the demo still scrolls
+    src = page.locator(AXIAL_IMG).get_attribute("src")
+    page.locator("#sdx-position").click()
+    page.keyboard.press("ArrowDown")
+    _wait_new_src(page, src)
+    assert _slider_value(page, "axial") == start - 1

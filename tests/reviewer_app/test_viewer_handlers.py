@@ -92,3 +92,24 @@ def test_labels_can_be_hidden(services: Services) -> None:
     assert state.hidden == ("seg",) and out["axial"].ndim == 3
     assert np.ptp(out["axial"], axis=2).max() == 0  # grey everywhere: nothing drawn
     assert "seg" not in out["legend"]
+
+
+def test_slide_opens_with_overview_and_zooms_at_level_0(shared_data: Path, tmp_path: Path) -> None:
+    from core.io.slide import open_slide
+
+    svs = shared_data / "histo" / "cmu-1-small-region.svs"
+    services = Services(catalog=[CatalogEntry("svs", "cmu", "slide", str(svs))], work_dir=tmp_path)
+    state, out = h.open_image(services, ViewerState(), "svs")
+    assert state.kind == "slide" and out["slide_panel"] == {"visible": True}
+    thumb = out["thumb"]
+    assert max(thumb.shape[:2]) == h.SLIDE_VIEW and thumb.shape[2] == 3
+    assert out["slide_levels"]["value"].startswith("0: 2220 x 2967")
+    # click the centre of the overview: a 256 px level-0 region around the slide's centre
+    state, zoom = h.slide_zoom(services, state, out["slide_levels"]["value"], 256,
+                               thumb.shape[1] / 2, thumb.shape[0] / 2)
+    with open_slide(svs) as slide:
+        expected = slide.read_region(level=0, x=1110 - 128, y=1483 - 128, width=256, height=256)
+    assert zoom["zoom"].shape == (256, 256, 3)
+    assert np.abs(zoom["zoom"].astype(int) - expected.astype(int)).mean() < 1.0  # same place, +-1 px rounding
+    with pytest.raises(InputError, match="slide"):
+        h.step(services, state, "up")
