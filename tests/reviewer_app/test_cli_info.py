@@ -49,3 +49,14 @@ def test_bad_inputs_exit_non_zero_with_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in res.stderr
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("synthdx: error:")
+
+
+def test_info_json_for_a_whole_slide_image(shared_data: Path) -> None:
+    res = _synthdx("info", "--json", str(shared_data / "histo" / "cmu-1-small-region.svs"))
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["kind"] == "slide" and info["modality"] == "histology"
+    assert info["shape"] == [2967, 2220]
+    assert info["levels"][0] == {"width": 2220, "height": 2967, "downsample": 1.0}
+    assert abs(info["mpp"] - 0.499) < 1e-3
+    assert info["intensity"]["unit"] == "RGB" and info["spacing_mm"] is None
