@@ -18,6 +18,7 @@ import hmac
 import math
 import shutil
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func
@@ -40,8 +41,8 @@ from studies.validation import (ChangeNotAllowedError, NotAssignedError, OutOfOr
 
 # ----------------------------------------------------------------------------- internals
 def _append_event(session: Session, *, actor: str, action: str, study_id: int | None, payload: dict) -> None:
-    last = session.exec(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1)).first()
-    prev = last.hash if last else GENESIS_HASH
+    last = session.exec(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)).first()
+    prev = last or GENESIS_HASH
     ts = utcnow()
     digest = event_hash(prev_hash=prev, ts=ts, actor=actor, action=action, study_id=study_id, payload=payload)
     session.add(AuditEvent(ts=ts, actor=actor, action=action, study_id=study_id, payload=payload,
@@ -63,14 +64,15 @@ def _own_assignment(session: Session, reader_id: int, assignment_id: int) -> Ass
     return assignment
 
 
-def _view(session: Session, assignment: Assignment) -> CaseView:
+def _view(session: Session, assignment: Assignment, *, answered: bool | None = None) -> CaseView:
     case = session.get(Case, assignment.case_id)
     total = session.exec(select(func.count()).select_from(Assignment)
                          .where(Assignment.reader_id == assignment.reader_id)).one()
-    rating_id = session.exec(select(Rating.id).where(Rating.assignment_id == assignment.id)).first()
+    if answered is None:
+        rating_id = session.exec(select(Rating.id).where(Rating.assignment_id == assignment.id)).first()
+        answered = rating_id is not None
     return CaseView(assignment_id=assignment.id, public_id=case.public_id, kind=case.kind,
-                    block=assignment.block, position=assignment.position, total=total,
-                    answered=rating_id is not None)
+                    block=assignment.block, position=assignment.position, total=total, answered=answered)
 
 
 def _next_assignment(session: Session, reader_id: int) -> Assignment | None:
@@ -361,7 +363,7 @@ def reader_by_token(*, session: Session, token: str) -> Reader | None:
 def next_case_for_reader(*, session: Session, reader_id: int) -> CaseView | None:
     """The first unanswered case in the reader's frozen order (the resume point); None when done."""
     assignment = _next_assignment(session, reader_id)
-    return None if assignment is None else _view(session, assignment)
+    return None if assignment is None else _view(session, assignment, answered=False)
 
 
 def case_for_reader(*, session: Session, reader_id: int, public_id: str) -> CaseView:
@@ -383,15 +385,19 @@ def stimulus_for_reader(*, session: Session, reader_id: int, public_id: str, med
     return stimulus_path(media_dir, view.public_id, view.kind)
 
 
-def mark_shown(*, session: Session, reader_id: int, assignment_id: int) -> CaseView:
-    """Record when the server first handed the case to the reader (kept across refreshes)."""
+def mark_shown(*, session: Session, reader_id: int, assignment_id: int) -> datetime:
+    """Record when the server first handed the case to the reader; returns that time.
+
+    Only the first showing counts: a page refresh shows the case again but keeps the time.
+    """
     assignment = _own_assignment(session, reader_id, assignment_id)
     if assignment.shown_at is None:
-        assignment.shown_at = utcnow()
+        shown_at = assignment.shown_at = utcnow()
         _append_event(session, actor=f"reader:{reader_id}", action="show", study_id=assignment.study_id,
                       payload={"assignment_id": assignment_id})
         session.commit()
-    return _view(session, assignment)
+        return shown_at
+    return assignment.shown_at
 
 
 def record_telemetry(*, session: Session, reader_id: int, assignment_id: int, slices: Sequence[int] = (),
