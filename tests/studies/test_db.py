@@ -153,3 +153,15 @@ def test_acknowledged_ratings_survive_sigkill(tmp_path):
         stored = {r.id: r.assignment_id for r in session.exec(select(Rating))}
     assert all(stored.get(rating_id) == assignment_id for rating_id, assignment_id in acked)
     assert len(stored) in (len(acked), len(acked) + 1)  # at most one committed but not yet printed
+
+
+def test_study_engine_imports_no_app_core_or_heavy_frameworks():
+    modules = ["studies.models", "studies.db", "studies.crud", "studies.design", "studies.stimuli",
+               "studies.audit", "studies.simulate", "studies.export", "studies.validation",
+               "studies.security"]
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+              "('core', 'reviewer_app', 'gradio', 'torch', 'diffusers'))\nprint(bad)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert out.stdout.strip() == "[]"

@@ -82,7 +82,8 @@ def test_volume_readers_leave_telemetry(tmp_path):
     init_db(engine)
     with Session(engine) as session:
         study = crud.create_study(session=session, name="ct", cases=cases, owner_password=PASSWORD,
-                                  design=StudyDesign(seed=1, n_position_blocks=2), media_dir=tmp_path / "media",
+                                  design=StudyDesign(seed=1, n_position_blocks=2),
+                                  media_dir=tmp_path / "media",
                                   spec=StimulusSpec(volume_shape=(4, 16, 16)))
         simulate(session=session, study_id=study.id, readers=2, accuracy=0.7, seed=0)
         ratings = crud.list_ratings(session=session, study_id=study.id)
