@@ -222,11 +222,15 @@ def add_reader(*, session: Session, study_id: int, display_name: str, role: str,
 
     cases = session.exec(select(Case).where(Case.study_id == study_id).order_by(Case.id)).all()
     main = [c for c in cases if not (c.is_training or c.is_catch or c.duplicate_of)]
-    slots = design_mod.reader_sequence(
-        design_mod.StudyDesign.from_json(study.design["design"]), reader_index=index,
-        training_ids=[c.id for c in cases if c.is_training], main_ids=[c.id for c in main],
-        synthetic=[c.truth == "synthetic" for c in main], catch_ids=[c.id for c in cases if c.is_catch],
-        duplicates={c.id: c.duplicate_of for c in cases if c.duplicate_of})
+    try:
+        slots = design_mod.reader_sequence(
+            design_mod.StudyDesign.from_json(study.design["design"]), reader_index=index,
+            training_ids=[c.id for c in cases if c.is_training], main_ids=[c.id for c in main],
+            synthetic=[c.truth == "synthetic" for c in main], catch_ids=[c.id for c in cases if c.is_catch],
+            duplicates={c.id: c.duplicate_of for c in cases if c.duplicate_of})
+    except ValueError:
+        session.rollback()  # no half-added reader left pending in the caller's session
+        raise
     copies = {c.id for c in cases if c.duplicate_of}
     session.add_all([Assignment(study_id=study_id, reader_id=reader.id, case_id=s.case_id, position=i,
                                 block=s.block, is_duplicate=s.case_id in copies)
