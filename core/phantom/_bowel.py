@@ -31,7 +31,8 @@ _DUODENUM = [
     (-30, -24, -38, 10), (0, -40, -40, 9), (25, -38, -36, 10),  # horizontal, between aorta and SMA
     (35, -35, -20, 10), (35, -40, -5, 9),  # ascending to the duodenojejunal flexure
 ]  # fmt: skip
-_LOOP_SPACING = (26.0, 26.0, 42.0)  # mm between loop seeds (u, v, zeta): loops run mostly along z
+_LOOP_SPACING = (26.0, 26.0, 36.0)  # mm between loop seeds (u, v, zeta)
+_LOOP_Z_WEIGHT = 1.0 / 2.8  # distance along z counts less: each loop is a tube ~4 cm long in z
 _REGION = (-5.0, -38.0, 88.0, 48.0)  # centre u, v and semi-axes of the mesenteric region (mm)
 
 
@@ -106,8 +107,7 @@ def draw_small_bowel(canvas: SliceCanvas, trunk: Trunk, bowel: Bowel, k: int) ->
     """Packed small-bowel loops: enhancing wall, fluid content, some gas, some collapsed."""
     zeta = canvas.zeta
     cu, cv, a, b = _REGION
-    sz = _LOOP_SPACING[2] / _LOOP_SPACING[0]  # distance along z counts less: loops are tubes
-    dz = (bowel.seeds[:, 2] - zeta) / sz
+    dz = (bowel.seeds[:, 2] - zeta) * _LOOP_Z_WEIGHT
     near = np.nonzero(np.abs(dz) < bowel.radius * 1.2 + 8.0)[0]  # farther seeds cannot hold a loop here
     if len(near) < 2 or (win := canvas.around(cu, cv, a + 20, b + 20)) is None:
         return

@@ -45,6 +45,8 @@ LABEL_NAMES: dict[int, str] = {
     23: "lung_left",
     24: "lung_right",
     25: "lesion",
+    26: "iliac_artery_left",
+    27: "iliac_artery_right",
 }
 LABEL = {name: i for i, name in enumerate(LABEL_NAMES.values(), start=1)}
 

@@ -129,7 +129,7 @@ class CTNoise:
         *,
         shape_yx: tuple[int, int],
         spacing_yx: tuple[float, float],
-        bank: int = 8,
+        bank: int = 6,
     ) -> None:
         import scipy.fft
 
@@ -138,20 +138,25 @@ class CTNoise:
         spec_shape = (bank, *amp.shape)
         real = rng.standard_normal(spec_shape, dtype=np.float32)
         spec = real + 1j * rng.standard_normal(spec_shape, dtype=np.float32)
-        self._bank = scipy.fft.irfft2(spec * amp, s=shape_yx, norm="ortho", workers=1).astype(np.float32)
+        fields = scipy.fft.irfft2(spec * amp, s=shape_yx, norm="ortho", workers=1).astype(np.float32)
+        # Two periods in y and x: a circular shift is then a view, not a copy.
+        self._bank = np.tile(fields, (1, 2, 2))
+        self._shape = shape_yx
         # Transposing is only shape-preserving (and spectrum-preserving) for square, isotropic pixels.
         self._can_transpose = shape_yx[0] == shape_yx[1] and spacing_yx[0] == spacing_yx[1]
 
     def sample(self) -> np.ndarray:
         """One ``(ny, nx)`` float32 noise slice with unit standard deviation."""
-        out = None
+        ny, nx = self._shape
+        views = []
         for idx in self._rng.choice(len(self._bank), size=2, replace=False):
-            dy, dx, flip = self._rng.integers(0, [self._bank.shape[1], self._bank.shape[2], 4])
-            field = np.roll(self._bank[idx], (int(dy), int(dx)), axis=(0, 1))
+            dy, dx, flip = self._rng.integers(0, [ny, nx, 4])
+            field = self._bank[idx, dy : dy + ny, dx : dx + nx]
             if flip & 1:
                 field = field[::-1]
             if flip & 2 and self._can_transpose:
                 field = field.T
-            out = field.copy() if out is None else out + field
+            views.append(field)
+        out = views[0] + views[1]
         out *= np.float32(np.sqrt(0.5))
         return out

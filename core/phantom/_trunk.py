@@ -87,14 +87,34 @@ def draw_wall(canvas: SliceCanvas, *, body: Body, polar: Polar, k: int, fat_tex:
 
     d_body = dist(skin)
     tex = fat_tex.at(k, win.rows, win.cols)  # fibrous septa and small vessels, a few HU
-    # Fat with the ~2 mm of skin folded into the same pass: HU ramps up towards the surface.
+    # All of the body starts as fat (the cavity's fat too), with the ~2 mm of skin folded
+    # into the same pass: HU ramps up towards the surface.
     skin_ramp = np.clip(2.3 - d_body, 0.0, 1.0)
-    hu = HU["fat"] + 6.0 * tex + (HU["skin"] - HU["fat"]) * skin_ramp
+    hu = HU["fat"] + 7.0 * tex + (HU["skin"] - HU["fat"]) * skin_ramp
     canvas.paint(win, d_body, hu, LABEL["subcutaneous_fat"])
     np.copyto(canvas.lab[win.rows, win.cols], LABEL["body"], where=(d_body > 0) & (d_body < 1.8))
+
+    col = vertebral_column(zeta)
+    aorta = (float(np.interp(zeta, [-96, 96], [6.0, 13.0])), col["v"] - col["half_d"] - 14.0,
+             float(np.interp(zeta, [-96, 96], [10.0, 12.5])))  # fmt: skip
     inner = skin - lut["fat"]
     d_muscle = dist(inner) + 0.6 * tex  # the fat-muscle interface is not perfectly smooth
-    canvas.paint(win, d_muscle, HU["muscle"], LABEL["skeletal_muscle"])
+    lung = lut["lung"]
+    d_abd = np.full(canvas.img.shape, -100.0, dtype=np.float32)
+    diaphragm = _DIAPHRAGM_MM * np.clip(lung / 5.0, 0.0, 1.0)
+    d_abd[win.rows, win.cols] = dist(inner - lut["muscle"] - lung - diaphragm)
+    d_cav = np.full(canvas.img.shape, -100.0, dtype=np.float32)
+    d_cav[win.rows, win.cols] = dist(inner - lut["muscle"])
+    # The cavity stops at the spine and the back muscles.
+    vb, hw, hd = col["v"], col["half_w"], col["half_d"]
+    muscles = _back_muscles(canvas, col, zeta, outer=win, d_muscle=d_muscle)
+    spine = canvas.window(-hw - 3, hw + 3, vb - hd - 3, vb + hd + 64, within=win)
+    for part, d in muscles + ([(spine, _spine_envelope(spine, col))] if spine else []):
+        for full in (d_cav, d_abd):
+            np.minimum(full[part.rows, part.cols], -d, out=full[part.rows, part.cols])
+    cav = d_cav[win.rows, win.cols]
+    canvas.paint(win, np.minimum(d_muscle, -cav), HU["muscle"], LABEL["skeletal_muscle"])  # the wall
+    np.copyto(canvas.lab[win.rows, win.cols], LABEL["torso_fat"], where=cav > 0)
     # Thin fat planes between the external oblique, internal oblique and transversus.
     for lo, hi in ((win.U[0, 0], -0.4 * body.size[0] * 150), (0.4 * body.size[0] * 150, win.U[0, -1])):
         if (flank := canvas.window(lo, hi, win.V[0, 0], win.V[-1, 0], within=win)) is None:
@@ -104,26 +124,6 @@ def draw_wall(canvas: SliceCanvas, *, body: Body, polar: Polar, k: int, fat_tex:
         for frac in (0.3, 0.62):
             plane = (inner - frac * lut["muscle"]).astype(np.float32)[fi] - fr
             canvas.paint(flank, half - np.abs(plane), HU["fat"], LABEL["torso_fat"])
-
-    col = vertebral_column(zeta)
-    aorta = (float(np.interp(zeta, [-96, 96], [6.0, 13.0])), col["v"] - col["half_d"] - 14.0,
-             float(np.interp(zeta, [-96, 96], [10.0, 12.5])))  # fmt: skip
-    d_out = dist(inner - lut["muscle"])
-    lung = lut["lung"]
-    d_abd = dist(inner - lut["muscle"] - lung - _DIAPHRAGM_MM * np.clip(lung / 5.0, 0.0, 1.0))
-    d_cav = np.full(canvas.img.shape, -100.0, dtype=np.float32)
-    d_cav[win.rows, win.cols] = d_out
-    d_abd_full = np.full(canvas.img.shape, -100.0, dtype=np.float32)
-    d_abd_full[win.rows, win.cols] = d_abd
-    d_abd = d_abd_full
-    # The cavity stops at the spine and the back muscles.
-    vb, hw, hd = col["v"], col["half_w"], col["half_d"]
-    muscles = _back_muscles(canvas, col, zeta, outer=win, d_muscle=d_muscle)
-    spine = canvas.window(-hw - 3, hw + 3, vb - hd - 3, vb + hd + 64, within=win)
-    for part, d in muscles + ([(spine, _spine_envelope(spine, col))] if spine else []):
-        for full in (d_cav, d_abd):
-            np.minimum(full[part.rows, part.cols], -d, out=full[part.rows, part.cols])
-    canvas.paint(win, d_cav[win.rows, win.cols], HU["fat"] + 8.0 * tex, LABEL["torso_fat"])
     for part, d in muscles:  # each in a thin sheath of fat, so neighbouring muscles stay apart
         canvas.paint(part, d + 1.5, HU["fat"], LABEL["torso_fat"])
         canvas.paint(part, d, HU["muscle"], LABEL["skeletal_muscle"])

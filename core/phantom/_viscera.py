@@ -71,6 +71,7 @@ class Viscera:
     pancreas: Tube
     lesion: tuple[np.ndarray, float, np.ndarray] | None
     stomach_gas: float  # height of the air-fluid level above the stomach's centre, in semi-axes
+    bifurcation: float  # zeta (mm) where the aorta divides, ~L4
     liver_fields: tuple[SmoothField, SmoothField, SmoothField]
     pancreas_field: SmoothField
 
@@ -149,6 +150,7 @@ def build_viscera(
         pancreas=_tube(_PANCREAS, rng, jitter=3.0),
         lesion=les if lesion else None,
         stomach_gas=float(rng.uniform(-0.1, 0.7)),
+        bifurcation=float(rng.normal(-80.0, 5.0)),
         liver_fields=fields,  # type: ignore[arg-type]
         pancreas_field=SmoothField(rng, zeta=zetas, v=v, u=u, corr_mm=5.0, box=(-60.0, 95.0, -60.0, 40.0)),
     )
@@ -286,9 +288,16 @@ def draw_vessels(canvas: SliceCanvas, trunk: Trunk, vis: Viscera) -> None:
     """Aorta (with occasional wall calcification), IVC, portal system, SMA/SMV, renal veins."""
     zeta = canvas.zeta
     ua, va, ra = trunk.aorta
-    if win := canvas.around(ua, va, ra + 3, ra + 3):
+    below = vis.bifurcation - zeta
+    if below <= 0 and (win := canvas.around(ua, va, ra + 3, ra + 3)):
         d = ellipse_sdf(win, cu=ua, cv=va, a=ra, b=ra)
         canvas.paint(win, d, HU["aorta"], LABEL["aorta"])
+    elif below > 0:  # the common iliac arteries diverge ~25 deg from the midline below L4
+        for side in (-1.0, 1.0):
+            cu, cv, r = ua + side * (0.5 * ra + 0.45 * below), va + 0.1 * below, 0.68 * ra
+            label = LABEL["iliac_artery_left" if side > 0 else "iliac_artery_right"]
+            if win := canvas.around(cu, cv, r + 3, r + 3):
+                canvas.paint(win, ellipse_sdf(win, cu=cu, cv=cv, a=r, b=r), HU["aorta"], label)
     row = keyframe(vis.ivc, zeta)
     if row is not None and (win := canvas.around(row[0], row[1], row[2] + 3, row[2] + 3)):
         hu = HU["ivc_upper"] if zeta > 8 else HU["ivc_lower"]  # renal veins join at ~L1-L2

@@ -135,7 +135,7 @@ def make_abdominal_phantom(
             )
             img += sigma * noise.sample()
         np.maximum(img, -1024.0, out=img)  # scanners store nothing below -1024
-        img[fov] = -1024.0  # outside the reconstruction circle
+        np.copyto(img, -1024.0, where=fov)  # outside the reconstruction circle
         array[k] = np.rint(img)  # CT stores integer HU
 
     # 6. Wrap as a Volume: voxel (x, y, z) -> RAS mm (x to the left = -R, y posterior = -A)

@@ -20,6 +20,8 @@ HU_RANGES = {
     "kidney_left": (120, 220),
     "kidney_right": (120, 220),
     "aorta": (130, 220),
+    "iliac_artery_left": (110, 220),
+    "iliac_artery_right": (110, 220),
     "inferior_vena_cava": (100, 180),
     "portal_vein_and_splenic_vein": (130, 220),
     "pancreas": (70, 130),
@@ -147,6 +149,8 @@ def test_anatomical_placement(small):
     for kidney in ("kidney_left", "kidney_right"):
         assert c[kidney][y] > c["aorta"][y] + 10  # retroperitoneal, posterior
     assert c["lung_right"][x] < c["lung_left"][x]
+    assert c["iliac_artery_right"][x] < c["iliac_artery_left"][x]
+    assert max(c["iliac_artery_left"][z], c["iliac_artery_right"][z]) < c["aorta"][z]
     nz = small.shape[0]
     for lung in ("lung_left", "lung_right"):
         zs = np.nonzero(small.labels.mask(lung).any(axis=(1, 2)))[0]
