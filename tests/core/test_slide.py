@@ -334,7 +334,7 @@ def test_bad_read_arguments_and_closed_slide(tmp_path: Path) -> None:
 
 def _count_decodes(monkeypatch) -> list[int]:
     """Record the segment index of every tile the TIFF reader decodes."""
-    from core.io import slide as slide_module
+    from core.io import slide_readers as slide_module
 
     decoded: list[int] = []
     original = slide_module._TiffReader._decode
