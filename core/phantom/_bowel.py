@@ -75,7 +75,7 @@ def build_bowel(rng: np.random.Generator, *, zetas: np.ndarray, u: np.ndarray, v
     box = (-140.0, 140.0, -110.0, 50.0)
     return Bowel(
         seeds=seeds,
-        radius=rng.uniform(9.0, 14.0, size=n),
+        radius=rng.uniform(8.5, 12.5, size=n),
         kind=rng.choice(4, size=n, p=[0.5, 0.12, 0.28, 0.1]),
         axis=axis,
         colon=Tube(*densify(colon[:, :3], colon[:, 3], step_mm=8.0)),
@@ -108,18 +108,20 @@ def draw_small_bowel(canvas: SliceCanvas, trunk: Trunk, bowel: Bowel, k: int) ->
     zeta = canvas.zeta
     cu, cv, a, b = _REGION
     dz = (bowel.seeds[:, 2] - zeta) * _LOOP_Z_WEIGHT
-    near = np.nonzero(np.abs(dz) < bowel.radius * 1.2 + 8.0)[0]  # farther seeds cannot hold a loop here
+    near = np.nonzero(np.abs(dz) < bowel.radius * 1.2)[0]  # farther seeds cannot hold a loop here
     if len(near) < 2 or (win := canvas.around(cu, cv, a + 20, b + 20)) is None:
         return
     shape = (win.V.shape[0], win.U.shape[1])
     f1 = np.full(shape, 1e6, dtype=np.float32)  # squared distance to the nearest seed
     f2 = np.full(shape, 1e6, dtype=np.float32)  # ... and to the second nearest
     owner = np.zeros(shape, dtype=np.int32)
-    for i in near:  # each seed only matters within a few loop radii of itself
+    # Each seed is evaluated only where its own loop can be: where no neighbour reaches,
+    # a loop ends at its radius instead of at the bisector, which it would not reach anyway.
+    for i in near:
         su, sv = bowel.seeds[i, :2]
         ca, sa, elong = bowel.axis[i]
         extent = np.array([max(elong * abs(ca), abs(sa)), max(elong * abs(sa), abs(ca))])  # (u, v) / radius
-        reach = bowel.radius[i] * 1.2 * extent + 8.0
+        reach = bowel.radius[i] * 1.2 * extent + 1.0
         c0, c1 = np.searchsorted(win.U[0], [su - reach[0], su + reach[0]])
         r0, r1 = np.searchsorted(win.V[:, 0], [sv - reach[1], sv + reach[1]])
         if c1 <= c0 or r1 <= r0:
@@ -137,8 +139,10 @@ def draw_small_bowel(canvas: SliceCanvas, trunk: Trunk, bowel: Bowel, k: int) ->
     radius = bowel.radius[owner].astype(np.float32)
     kind = bowel.kind[owner]
     # Inside the loop (its radius wobbles) and away from the bisector with the next loop.
-    radius = radius * (1.0 + 0.15 * bowel.wobble.at(k, win.rows, win.cols))
-    d = np.minimum(radius - r1n, 0.5 * (r2n - r1n) - 1.0)
+    wobble = bowel.wobble.at(k, win.rows, win.cols)
+    # Rounded loops: mostly limited by their own (wobbling) radius, and where two press
+    # together by a wavy fat plane rather than the straight Voronoi bisector.
+    d = np.minimum(radius * (1.0 + 0.15 * wobble) - r1n, 0.5 * (r2n - r1n) - 1.5 + 1.2 * wobble)
     d = np.minimum(np.where(kind == 3, -9.0, d), trunk.d_abd[win.rows, win.cols] - 2.0)
     canvas.paint(win, d, HU["bowel_wall"], LABEL["small_bowel"])
     wall = np.where(kind == 2, 5.0, 2.0).astype(np.float32)  # collapsed loops: thick wall, slit lumen

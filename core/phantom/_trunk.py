@@ -148,7 +148,7 @@ def _back_muscles(
     ql = float(np.interp(zeta, [-96, 20, 55], [17, 11, 0]))
     sections = []  # (is erector spinae, ellipse)
     for side in (-1.0, 1.0):
-        sections.append((True, _ell(side * 33.0, vb + 56.0, 25.0, 27.0, side * 0.2)))
+        sections.append((True, _ell(side * 35.0, vb + 57.0, 29.0, 24.0, side * 0.15)))
         if psoas > 1:
             sections.append((False, _ell(side * (hw + 0.8 * psoas), vb + 3, psoas, 0.85 * psoas)))
         if ql > 1:
