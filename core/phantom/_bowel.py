@@ -138,7 +138,6 @@ def draw_small_bowel(canvas: SliceCanvas, trunk: Trunk, bowel: Bowel, k: int) ->
     r1n, r2n = np.sqrt(f1), np.sqrt(f2)
     radius = bowel.radius[owner].astype(np.float32)
     kind = bowel.kind[owner]
-    # Inside the loop (its radius wobbles) and away from the bisector with the next loop.
     wobble = bowel.wobble.at(k, win.rows, win.cols)
     # Rounded loops: mostly limited by their own (wobbling) radius, and where two press
     # together by a wavy fat plane rather than the straight Voronoi bisector.

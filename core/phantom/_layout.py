@@ -235,6 +235,8 @@ class Body:
     def __post_init__(self) -> None:
         theta = -np.pi + (np.arange(THETA_BINS) + 0.5) * (2 * np.pi / THETA_BINS)
         self.cos_t, self.sin_t = np.cos(theta), np.sin(theta)
+        j = np.arange(1, max(len(self.coefs[0]), len(self.fat_wobble[0]), 4) + 1)[:, None]
+        self._harmonics = (np.cos(j * theta), np.sin(j * theta))  # (K, bins) each, reused every slice
         if not self.back_mm:
             self.back_mm = 0.95 * float(_BODY[:, 3].min()) * float(self.size[2])
         self._cache: dict[int, dict] = {}
@@ -252,21 +254,25 @@ class Body:
         cached = c is None
         c = self.cos_t if c is None else c
         s = self.sin_t if s is None else s
-        theta = np.arctan2(s, c)
+        if cached:
+            cos_j, sin_j = self._harmonics
+        else:
+            j = np.arange(1, len(self._harmonics[0]) + 1)[:, None]
+            cos_j, sin_j = np.cos(j * np.arctan2(s, c)), np.sin(j * np.arctan2(s, c))
         front = np.degrees(np.arccos(np.clip(-s, -1.0, 1.0)))  # 0 anterior midline, 90 flank, 180 back
         half_w, ant, post = (np.interp(zeta, _BODY[:, 0], _BODY[:, j]) for j in (1, 2, 3))
         half_w, ant, post = half_w * self.size[0], ant * self.size[1], post * self.size[2]
         base = 1.0 / np.sqrt((c / half_w) ** 2 + (s / np.where(s < 0, ant, post)) ** 2)
-        pert = 1.0 - 0.045 * np.cos(4 * theta)  # squarer than an ellipse, like a trunk
-        for j, (cc, ss) in enumerate(self.coefs[k], start=1):
-            pert = pert + cc * np.cos(j * theta) + ss * np.sin(j * theta)
-        skin = base * pert
+        coefs = self.coefs[k]
+        pert = 1.0 - 0.045 * cos_j[3] + coefs[:, 0] @ cos_j[: len(coefs)] + coefs[:, 1] @ sin_j[: len(coefs)]
+        skin = base * pert  # the -cos(4t) term: squarer than an ellipse, like a trunk
         # Supine on the couch: the back is flattened on it (smooth minimum with the tabletop).
         flat = self.back_mm / np.maximum(s, 1e-3)
         skin = -4.0 * np.logaddexp(-skin / 4.0, -flat / 4.0)
         low = np.clip(-zeta / 80.0, 0.0, 1.0)  # below the umbilicus the anterior fat thickens
         fat = self.adiposity * np.interp(front, _FAT_DEG, _FAT_MM) * (1.0 + 0.4 * low * (front < 70))
-        fat = fat * (1.0 + sum(cc * np.cos(j * theta) for j, (cc, _) in enumerate(self.fat_wobble[k], 1)))
+        wobble = self.fat_wobble[k]
+        fat = fat * (1.0 + wobble[:, 0] @ cos_j[: len(wobble)])
         # Over the lower ribs the wall is thinner (intercostals, slips of the obliques).
         chest = np.clip((zeta - 20.0) / 50.0, 0.0, 1.0) * np.clip((front - 30.0) / 20.0, 0.0, 1.0)
         muscle = np.interp(front, _MUSCLE_DEG, _MUSCLE_MM) * (1.0 - 0.45 * chest)

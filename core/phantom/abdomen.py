@@ -57,7 +57,8 @@ def make_abdominal_phantom(
         shape: ``(z, y, x)`` voxels.
         spacing: ``(z, y, x)`` mm; default: the standard coverage (192 x 384 x 384 mm)
             divided by ``shape``. The anatomy is fixed in mm, so other spacings crop or pad it.
-        lesion: add a 2-4 cm hypodense (~40 HU) lesion in the right liver lobe.
+        lesion: add a 2-3.5 cm hypodense (~40 HU) lesion deep in the right liver lobe
+            (the rest of the volume is the same either way).
         noise_hu: standard deviation of the image noise at the centre of the trunk (HU);
             0 gives the noise-free image with the same anatomy.
 
