@@ -1,0 +1,117 @@
+"""Model folders and model cards for trained inpainting models.
+
+A model folder is a diffusers layout that ``CTInpaintPipeline.from_pretrained`` reads::
+
+    <dir>/model_index.json             # diffusers-style index (unet + scheduler)
+    <dir>/unet/config.json             # UNet2DModel config
+    <dir>/unet/diffusion_pytorch_model.safetensors
+    <dir>/scheduler/scheduler_config.json   # the DDPM training schedule
+    <dir>/model_card.json              # HU range, crop rule, data + licences, steps, time, metrics, seed, code version
+
+A user's own diffusers checkpoint with ``unet/`` and ``scheduler/`` works too; without a
+card the pipeline assumes the defaults listed in ``core.pipelines.loading``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+from core.training.config import CONTENT_CLASSES, TrainConfig, to_dict
+
+CARD_NAME = "model_card.json"
+CARD_FORMAT = 1
+INFERENCE_FILL = 0.5  # mask extent / crop side at inference (training draws from fill_range around it)
+
+
+def code_version() -> dict:
+    """git commit of this checkout (and whether it had local changes), plus library versions."""
+    import diffusers
+    import torch
+
+    repo = Path(__file__).resolve().parents[2]
+    info = {"diffusers": diffusers.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    try:
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "core/"], cwd=repo, capture_output=True, text=True, check=True).stdout
+        info["core_modified"] = bool(status.strip())
+    except (OSError, subprocess.CalledProcessError):
+        info["git_commit"] = "unknown"
+    return info
+
+
+def machine() -> str:
+    """One line describing where training ran (CPU model / GPU names, thread count)."""
+    import torch
+
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return f"{len(names)} x {names[0]}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU only: {cpu}, torch using {torch.get_num_threads()} thread(s)"
+
+
+def build_card(config: TrainConfig, *, step: int, wall_time_s: float, metrics: dict, n_parameters: int, data_names: list[str], world_size: int) -> dict:
+    """The model card (JSON) of a model exported at ``step``."""
+    d = config.data
+    trained_on = [s for s in d.sources if s.name in data_names]
+    return {
+        "card_format": CARD_FORMAT,
+        "name": config.model_name,
+        "task": "ct-inpainting",
+        "description": "Masked inpainting of axial CT slices: a diffusers UNet2DModel sees (noisy target, masked "
+        "image, mask) at the model resolution and predicts the noise; crops around the mask are scaled to "
+        "that resolution. Synthetic output: not for diagnosis.",
+        "inputs": {
+            "resolution": config.model.resolution,
+            "channels": ["noisy target", "masked image (0 inside the mask)", "mask (1 = repaint)"],
+            "hu_range": list(d.hu_range),
+            "crop_fill": INFERENCE_FILL,
+            "conditioning": config.model.conditioning,
+            "content_classes": list(CONTENT_CLASSES) if config.model.conditioning == "content" else [],
+            "prediction_type": config.model.prediction_type,
+        },
+        "training": {
+            "steps": step,
+            "batch_size": config.batch_size * world_size,
+            "wall_time_s": round(wall_time_s, 1),
+            "machine": machine(),
+            "seed": config.seed,
+            "n_parameters": n_parameters,
+            "data": [{"name": s.name, "licence": s.licence, "attribution": s.attribution} for s in trained_on],
+            "holdout": list(d.holdout),
+            "shape_library": list(d.shape_library) or "lesion masks of the training data",
+            "config": to_dict(config),
+        },
+        "metrics": metrics,
+        "code_version": code_version(),
+        "licences": sorted({s.licence for s in trained_on}),
+    }
+
+
+def export_model(unet, scheduler, card: dict, out: str | Path) -> Path:
+    """Write a model folder (see module docstring); ``unet`` holds the weights to ship (EMA)."""
+    import diffusers
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(out / "unet", safe_serialization=True)
+    scheduler.save_pretrained(out / "scheduler")
+    index = {
+        "_class_name": "CTInpaintPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "unet": ["diffusers", type(unet).__name__],
+        "scheduler": ["diffusers", type(scheduler).__name__],
+    }
+    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    return out
