@@ -16,7 +16,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("app", "info")
+COMMANDS = ("app", "info", "train", "inpaint")
 
 DESCRIPTION = """\
 Synthetic CT and histopathology with diffusion models, and blinded expert review.
