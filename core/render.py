@@ -194,3 +194,27 @@ def make_palette(names: dict[int, str]) -> np.ndarray:
     for label, name in names.items():
         table[label] = label_colour(name)
     return table
+
+
+def draw_outline(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 64, 64)) -> np.ndarray:
+    """A copy of ``rgb`` (H, W, 3) uint8 with the one-pixel inner edge of ``mask`` (H, W) drawn in ``colour``."""
+    from scipy import ndimage
+
+    out = rgb.copy()
+    out[mask & ~ndimage.binary_erosion(mask)] = colour
+    return out
+
+
+def heatmap(values: np.ndarray, *, vmax: float) -> np.ndarray:
+    """(H, W) non-negative values -> (H, W, 3) uint8, black -> red -> yellow -> white at ``vmax``.
+
+    Used for the per-pixel standard deviation (uncertainty) of inpainting samples.
+    """
+    s = np.clip(values / vmax, 0.0, 1.0) if vmax > 0 else np.zeros_like(values, dtype=np.float32)
+    rgb = np.stack([np.clip(3 * s, 0, 1), np.clip(3 * s - 1, 0, 1), np.clip(3 * s - 2, 0, 1)], axis=-1)
+    return np.rint(rgb * 255).astype(np.uint8)
+
+
+def grey_to_rgb(grey: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 -> (H, W, 3) uint8."""
+    return np.repeat(grey[..., None], 3, axis=2)

@@ -8,12 +8,14 @@ import gradio as gr
 
 from reviewer_app import viewer_handlers as h
 from reviewer_app.services import Services
+from reviewer_app.tabs.inpaint import create_inpaint_tab
 from reviewer_app.tabs.viewer import create_viewer_tab
 from reviewer_app.wiring import connector
 
 STATIC = Path(__file__).parent / "static"
 HEADER = """### synthdx: synthetic CT and histopathology, and their blinded expert review
-Scroll a CT with HU windows and organ overlays, or open a slide and zoom in."""
+Scroll a CT with HU windows and organ overlays, or open a slide and zoom in; paint a mask on a CT
+slice and inpaint a lesion or organ into it."""
 
 
 def build_app(services: Services) -> gr.Blocks:
@@ -23,6 +25,8 @@ def build_app(services: Services) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Viewer", id="viewer"):
                 viewer = create_viewer_tab(services)
+            with gr.Tab("Inpainting", id="inpaint"):
+                create_inpaint_tab(services, viewer["state"])
         if services.catalog:
             first = services.catalog[0].key
 

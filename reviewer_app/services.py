@@ -73,8 +73,11 @@ class Services:
     catalog: list[CatalogEntry]
     db: str | None = None
     work_dir: Path = field(default_factory=lambda: Path.cwd() / "synthdx-work")
+    model_dirs: list[Path] = field(default_factory=list)
+    label_map_library: list[Path] = field(default_factory=list)
     cache: OpenCache = field(default_factory=OpenCache)
     _uploads: dict[str, CatalogEntry] = field(default_factory=dict)
+    _pipelines: OpenCache = field(default_factory=lambda: OpenCache(capacity=3))
 
     def entry(self, key: str) -> CatalogEntry:
         for e in self.catalog:
@@ -104,18 +107,62 @@ class Services:
 
         return self.cache.get(key, load)
 
+    def inpaint_models(self) -> dict[str, Path]:
+        """Readable inpainting model folders by display name (shipped models first)."""
+        from core.pipelines.loading import read_model_folder
+
+        found: dict[str, Path] = {}
+        for folder in self.model_dirs:
+            for candidate in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if folder.is_dir() else []:
+                try:
+                    spec = read_model_folder(candidate)
+                except InputError:
+                    continue
+                found.setdefault(f"{spec.name} ({candidate.name})", candidate)
+        return found
+
+    def pipeline(self, model_path: str | Path):
+        """The inpainting pipeline of a model folder, loaded once and shared (inference only)."""
+        from core.pipelines.ct_inpaint import CTInpaintPipeline
+
+        path = str(Path(model_path).resolve())
+        return self._pipelines.get(path, lambda: CTInpaintPipeline.from_pretrained(path))
+
+    def shape_library(self):
+        """Lesion outlines users can place: procedural ones plus tumours from KiTS-style label maps."""
+        from core.mask_library import procedural_shapes, shapes_from_label_maps
+
+        def load():
+            return {**procedural_shapes(), **shapes_from_label_maps(self.label_map_library)}
+
+        return self.cache.get("__shape_library__", load)
+
     def prefetch(self, key: str) -> None:
         """Open an entry in a background thread (the demo phantom takes seconds to generate)."""
         threading.Thread(target=self.open, args=(key,), daemon=True, name=f"prefetch-{key}").start()
 
 
-def build_services(*, demo: bool, data_dir: str | Path | None, db: str | None, work_dir: Path | None = None) -> Services:
-    """Assemble the catalogue: demo entries when ``demo`` (or when nothing else is given)."""
+def build_services(
+    *,
+    demo: bool,
+    data_dir: str | Path | None,
+    db: str | None,
+    work_dir: Path | None = None,
+    models_dir: str | Path | None = None,
+) -> Services:
+    """Assemble the catalogue (demo entries when ``demo`` or when nothing else is given) and model folders."""
+    from core.settings import shipped_models
+
     catalog: list[CatalogEntry] = []
+    library: list[Path] = []
     if data_dir is not None:
         catalog += discover(data_dir)
         if not catalog and not demo:
             raise InputError(f"--data {data_dir}: no DICOM series, NIfTI, case folders or images found")
+        # KiTS-style label maps without their image: a library of real tumour outlines
+        library = sorted(p for p in Path(data_dir).rglob("segmentation.nii.gz") if not (p.parent / "imaging.nii.gz").exists())
     if demo or data_dir is None:
         catalog = demo_entries() + catalog
-    return Services(catalog=catalog, db=db, work_dir=work_dir or Path.cwd() / "synthdx-work")
+    model_dirs = [shipped_models()] + ([Path(models_dir)] if models_dir else [])
+    return Services(catalog=catalog, db=db, work_dir=work_dir or Path.cwd() / "synthdx-work",
+                    model_dirs=model_dirs, label_map_library=library)

@@ -15,6 +15,7 @@ from core.render import AXIS_OF, PLANES, TISSUE_CLASSES, Plane, display_to_voxel
 from core.windowing import PRESETS
 from reviewer_app.services import OpenVolume, Services
 from reviewer_app.state import ViewerState
+from reviewer_app.wiring import Update
 
 SLIDE_VIEW = 768  # px, side of the slide thumbnail and of the zoomed region
 # Index change of "Up" per view: towards the head (axial), anterior (coronal), patient right (sagittal).
@@ -112,13 +113,13 @@ def open_image(services: Services, state: ViewerState, key: str) -> tuple[Viewer
     out.update(
         info=info,
         legend=legend_html(opened, hidden),
-        labels_shown={
-            "choices": sorted(opened.label_names.values()),
-            "value": [n for n in sorted(opened.label_names.values()) if n not in hidden],
-            "visible": bool(opened.label_names),
-        },
-        volume_panel={"visible": True},
-        slide_panel={"visible": False},
+        labels_shown=Update(
+            choices=sorted(opened.label_names.values()),
+            value=[n for n in sorted(opened.label_names.values()) if n not in hidden],
+            visible=bool(opened.label_names),
+        ),
+        volume_panel=Update(visible=True),
+        slide_panel=Update(visible=False),
         width=width,
         level=level,
         sliders_max={p: vol.shape[AXIS_OF[p]] - 1 for p in PLANES},
@@ -141,11 +142,11 @@ def _open_slide(state: ViewerState, key: str, slide, note: str) -> tuple[ViewerS
     return state, {
         "info": f"**Slide** {lv0.width} x {lv0.height} px{mpp}, {len(slide.levels)} level(s). {note}",
         "legend": "",
-        "volume_panel": {"visible": False},
-        "slide_panel": {"visible": True},
+        "volume_panel": Update(visible=False),
+        "slide_panel": Update(visible=True),
         "thumb": slide.thumbnail(max_size=SLIDE_VIEW),
         "zoom": None,
-        "slide_levels": {"choices": levels, "value": levels[0]},
+        "slide_levels": Update(choices=levels, value=levels[0]),
     }
 
 

@@ -18,6 +18,8 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all; default %(default)s)")
     p.add_argument("--port", type=int, default=7860, help="port (default %(default)s)")
     p.add_argument("--db", metavar="PATH", help="reader-study database (SQLite file or SQLAlchemy URL)")
+    p.add_argument("--models", metavar="DIR", help="folder of your own inpainting model folders (diffusers "
+                   "save_pretrained layout, e.g. written by `synthdx train inpaint`), besides the shipped ones")
     p.add_argument("--work-dir", metavar="DIR", help="where uploads and outputs are written (default ./synthdx-work)")
     p.set_defaults(func=run)
 
@@ -29,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from reviewer_app.services import build_services
 
     services = build_services(
-        demo=args.demo, data_dir=args.data, db=args.db, work_dir=Path(args.work_dir) if args.work_dir else None
+        demo=args.demo, data_dir=args.data, db=args.db, work_dir=Path(args.work_dir) if args.work_dir else None,
+        models_dir=args.models,
     )
     print(f"synthdx: {len(services.catalog)} images available; open http://{args.host}:{args.port}")
     if services.catalog:

@@ -100,7 +100,7 @@ def test_slide_opens_with_overview_and_zooms_at_level_0(shared_data: Path, tmp_p
     svs = shared_data / "histo" / "cmu-1-small-region.svs"
     services = Services(catalog=[CatalogEntry("svs", "cmu", "slide", str(svs))], work_dir=tmp_path)
     state, out = h.open_image(services, ViewerState(), "svs")
-    assert state.kind == "slide" and out["slide_panel"] == {"visible": True}
+    assert state.kind == "slide" and out["slide_panel"] == {"visible": True}  # an Update (a dict)
     thumb = out["thumb"]
     assert max(thumb.shape[:2]) == h.SLIDE_VIEW and thumb.shape[2] == 3
     assert out["slide_levels"]["value"].startswith("0: 2220 x 2967")
