@@ -18,8 +18,19 @@ Scroll a CT with HU windows and organ overlays, or open a slide and zoom in; pai
 slice and inpaint a lesion or organ into it."""
 
 
-def build_app(services: Services) -> gr.Blocks:
-    """The whole app for the given services (no launch, nothing global)."""
+def build_app(services: Services, study=None) -> gr.Blocks:
+    """The whole app for the given services (no launch, nothing global).
+
+    ``study`` (a ``reviewer_app.study_backend.StudyServing``; by default made from
+    ``services.db``) adds the reader-study pages ``/study`` and ``/owner``; with
+    ``study_only`` those pages are all that is served.
+    """
+    from reviewer_app.tabs import study as study_pages
+
+    if study is None and services.db:
+        study = study_pages.StudyServing(db=services.db)
+    if study is not None and study.study_only:
+        return study_pages.build_study_app(study)
     with gr.Blocks(title="synthdx", fill_width=True) as demo:
         gr.Markdown(HEADER)
         with gr.Tabs():
@@ -36,21 +47,28 @@ def build_app(services: Services) -> gr.Blocks:
 
             connector(viewer)(demo.load, open_first, [viewer["state"]], api_visibility="private",
                               show_progress_on=[viewer["axial"], viewer["coronal"], viewer["sagittal"]])
+    if study is not None:
+        study_pages.add_study_pages(demo, study)
     return demo
 
 
 def head_html() -> str:
-    return f"<script>{(STATIC / 'viewer.js').read_text()}</script>"
+    # no-referrer: no address of these pages (readers' links included) is passed on to another site.
+    scripts = "".join(f"<script>{(STATIC / name).read_text()}</script>" for name in ("viewer.js", "reader.js"))
+    return "<meta name='referrer' content='no-referrer'>" + scripts
 
 
 def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, **kwargs):
     """Serve the app; returns Gradio's ``(app, local_url, share_url)``."""
     demo.queue(default_concurrency_limit=4)
+    # Run history would keep event inputs and outputs in the browser's storage, where the next
+    # reader at a shared reading-room workstation could find them.
+    kwargs.setdefault("run_history", False)
     return demo.launch(
         server_name=host,
         server_port=port,
         head=head_html(),
-        css=(STATIC / "app.css").read_text(),
+        css=(STATIC / "app.css").read_text() + (STATIC / "reader.css").read_text(),
         footer_links=["gradio", "settings"],
         max_file_size="4gb",
         show_error=True,
