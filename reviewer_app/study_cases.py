@@ -28,6 +28,7 @@ manifest of full CT series never sits in memory at once.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,8 @@ def _inside(root: Path, rel: str, where: str) -> Path:
         raise InputError(f"{where}: empty path")
     if Path(rel).is_absolute():
         raise InputError(f"{where}: path {rel!r} is absolute; write it relative to the manifest's folder")
-    path = (root / rel).resolve()
+    # Lexical check: the manifest's text cannot climb out; symlinks the folder's owner put there are followed.
+    path = Path(os.path.normpath(root / rel))
     if not path.is_relative_to(root):
         raise InputError(f"{where}: path {rel!r} leaves the manifest's folder {root}")
     if not path.exists():

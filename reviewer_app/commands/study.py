@@ -159,10 +159,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.study_command:
         raise ValueError("choose a study command; see `synthdx study --help`")
     if args.study_command == "serve":
-        from reviewer_app.commands.app import serve
+        from pathlib import Path
 
-        return serve(host=args.host, port=args.port, db=args.db, media=args.media, study_only=True,
-                     study_files=args.study_files, base_url=args.base_url)
+        from reviewer_app.study_backend import StudyServing
+
+        return serve_study(StudyServing(db=args.db, media=args.media, study_only=True, base_url=args.base_url,
+                                        study_files=Path(args.study_files) if args.study_files else None),
+                           host=args.host, port=args.port)
     if args.study_command == "analyze" and args.ratings:
         return _analyze_file(args)
     if args.db is None:
@@ -176,6 +179,19 @@ def run(args: argparse.Namespace) -> int:
             return _create(args, session, backend)
         study = resolve_study(session, args.study)
         return COMMANDS[args.study_command](args, session, backend, study)
+
+
+def serve_study(serving, *, host: str, port: int) -> int:
+    """Serve the reader and owner pages only (``synthdx study serve``, ``synthdx app --study-only``)."""
+    from reviewer_app.app import build_app, launch
+    from reviewer_app.services import Services
+    from reviewer_app.study_backend import open_backend
+
+    open_backend(serving.db, serving.media, create=True)  # fail here, with the path, not in the first event
+    print(f"synthdx: reader study server on http://{host}:{port}: readers open their personal links "
+          f"(/study#token=...), owners /owner")
+    launch(build_app(Services(catalog=[], db=serving.db), serving), host=host, port=port)
+    return 0
 
 
 def _create(args, session, backend) -> int:
