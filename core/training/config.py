@@ -99,7 +99,8 @@ class TrainConfig:
     batch_size: int = 8  # per process
     learning_rate: float = 2e-4
     warmup_steps: int = 500
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    lr_schedule: Literal["cosine", "constant"] = "cosine"  # both after a linear warm-up; "constant" makes any step a
+    #                                                   finished model (a run with steps=N equals a longer one at step N)
     ema_decay: float = 0.999  # EMAModel max decay (with warm-up, so early EMA follows the model)
     loss_region: Literal["mask", "crop"] = "mask"  # where the noise-prediction MSE is averaged
     seed: int = 0

@@ -131,7 +131,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     noise_scheduler = build_noise_scheduler(config.model)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=3 / 4, model_cls=type(unet), model_config=unet.config)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    lr_sched = get_scheduler(config.lr_schedule, optimizer, num_warmup_steps=config.warmup_steps * acc.num_processes, num_training_steps=config.steps * acc.num_processes)
+    schedule = {"cosine": "cosine", "constant": "constant_with_warmup"}[config.lr_schedule]
+    lr_sched = get_scheduler(schedule, optimizer, num_warmup_steps=config.warmup_steps * acc.num_processes, num_training_steps=config.steps * acc.num_processes)
     unet, optimizer, lr_sched = acc.prepare(unet, optimizer, lr_sched)
     ema.to(acc.device)
     acc.register_for_checkpointing(ema)
@@ -154,8 +155,11 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         num_workers=config.dataloader_workers,
     )
 
+    saved = [step]
+
     def save(step_now: int, metrics: dict) -> None:
         """Resumable checkpoint + exported EMA model folder."""
+        saved.append(step_now)
         ckpt = out / "checkpoints" / f"step_{step_now:06d}"
         acc.save_state(str(ckpt))
         if acc.is_main_process:
@@ -170,6 +174,15 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         model = build_unet(config.model).to(acc.device)
         ema.copy_to(model.parameters())
         return model.eval()
+
+    def validate_now(loss_avg: float | None) -> dict:
+        if not acc.is_main_process:
+            return {}
+        metrics = {"step": step, **({"train_loss_ema": round(loss_avg, 5)} if loss_avg is not None else {})}
+        metrics.update(_validate(ema_copy(), noise_scheduler, val_items, config, out / "samples" / f"step_{step:06d}.png", acc.device))
+        with open(out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        return metrics
 
     # 5. Training loop
     t0, metrics, loss_avg = time.time(), {}, None
@@ -199,14 +212,13 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
             with open(out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps({"step": step, "loss": round(value, 6), "lr": lr_sched.get_last_lr()[0], "time_s": round(elapsed + time.time() - t0, 2)}) + "\n")
         if step % config.sample_every == 0 or step == config.steps:
-            if acc.is_main_process:
-                metrics = {"train_loss_ema": round(loss_avg, 5), "step": step}
-                metrics.update(_validate(ema_copy(), noise_scheduler, val_items, config, out / "samples" / f"step_{step:06d}.png", acc.device))
-                with open(out / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps({"step": step, **{k: v for k, v in metrics.items() if k != "step"}}) + "\n")
+            metrics = validate_now(loss_avg)
         if step % config.checkpoint_every == 0 or step == config.steps:
             save(step, metrics)
     bar.close()
+    if saved[-1] != step or len(saved) == 1:
+        # Resumed at the end (e.g. rerun with steps = a checkpoint's step to finish a run there): export it.
+        save(step, validate_now(loss_avg))
     acc.wait_for_everyone()
     return out / "model"
 

@@ -178,3 +178,22 @@ def test_training_writes_a_model_and_a_resumed_run_continues_exactly(data_root: 
     other = train(replace(cfg, out_dir=str(tmp_path / "seed1"), seed=1), progress=False)
     reseeded = load_file(other / "unet" / "diffusion_pytorch_model.safetensors")
     assert not all(np.array_equal(weights[k].numpy(), reseeded[k].numpy()) for k in weights)
+
+
+def test_a_run_can_be_finished_at_a_checkpoint_and_equals_a_shorter_run(data_root: Path, tmp_path: Path) -> None:
+    """With a constant learning rate, a run stopped at step 2 and finished there equals a 2-step run."""
+    from safetensors.torch import load_file
+
+    from core.training.train_inpaint import train
+
+    sources = discover_sources(data_root)
+    long = tiny_config(tmp_path / "long", sources, steps=4, lr_schedule="constant")
+    train(long, progress=False)
+    shutil.rmtree(tmp_path / "long" / "checkpoints" / "step_000004")
+    shutil.rmtree(tmp_path / "long" / "model")
+    finished = train(replace(long, steps=2), progress=False)  # resumes at 2, trains nothing, exports
+    short = train(replace(long, steps=2, out_dir=str(tmp_path / "short")), progress=False)
+    a = load_file(finished / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(short / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    assert json.loads((finished / "model_card.json").read_text())["training"]["steps"] == 2
