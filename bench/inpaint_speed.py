@@ -34,7 +34,9 @@ def synthetic_slice(size: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size] / size
     body = ((yy - 0.5) / 0.42) ** 2 + ((xx - 0.5) / 0.46) ** 2 < 1
-    return np.where(body, 45.0, -1000.0).astype(np.float32) + rng.normal(0, 12, (size, size)).astype(np.float32)
+    return np.where(body, 45.0, -1000.0).astype(np.float32) + rng.normal(0, 12, (size, size)).astype(
+        np.float32
+    )
 
 
 def lesion_mask(size: int, radius: float = 12.0) -> np.ndarray:
@@ -77,7 +79,9 @@ def run(model: Path, *, steps: int, sampler: str, samples: int, repeats: int, th
 
     def request(size: int):
         img, mask = requests[size]
-        return lambda: pipe(img, mask, num_inference_steps=steps, sampler=sampler, seed=0, num_samples=samples)
+        return lambda: pipe(
+            img, mask, num_inference_steps=steps, sampler=sampler, seed=0, num_samples=samples
+        )
 
     # Interleave the three measurements so a busy machine slows them alike.
     rounds = {"forward": [], 128: [], 512: []}
@@ -110,15 +114,29 @@ def run(model: Path, *, steps: int, sampler: str, samples: int, repeats: int, th
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, default=REPO / "assets" / "models" / "ct-inpaint", help="model folder (default: the demo model)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=REPO / "assets" / "models" / "ct-inpaint",
+        help="model folder (default: the demo model)",
+    )
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--sampler", default="dpmsolver++", choices=("dpmsolver++", "ddim", "repaint"))
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steadier on a shared machine)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: steadier on a shared machine)"
+    )
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "inpaint_speed.json")
     args = p.parse_args(argv)
-    result = run(args.model, steps=args.steps, sampler=args.sampler, samples=args.samples, repeats=args.repeats, threads=args.threads)
+    result = run(
+        args.model,
+        steps=args.steps,
+        sampler=args.sampler,
+        samples=args.samples,
+        repeats=args.repeats,
+        threads=args.threads,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -29,7 +29,9 @@ LESION_WORDS = ("tumor", "tumour", "lesion", "gtv", "mass", "nodule", "metasta")
 
 
 # ----------------------------------------------------------------------------- label maps
-def organ_mask(labels: LabelMap, names: str | int | tuple[str | int, ...], *, slice_index: int | None = None) -> np.ndarray:
+def organ_mask(
+    labels: LabelMap, names: str | int | tuple[str | int, ...], *, slice_index: int | None = None
+) -> np.ndarray:
     """Union of the given labels (ids or names) as a bool mask.
 
     Args:
@@ -52,7 +54,9 @@ def lesion_label_ids(labels: LabelMap, lesion_labels: tuple[str, ...] = ()) -> l
     return [i for i, n in present.items() if any(w in n.lower() for w in LESION_WORDS)]
 
 
-def tumor_mask(labels: LabelMap, *, lesion_labels: tuple[str, ...] = (), slice_index: int | None = None) -> np.ndarray:
+def tumor_mask(
+    labels: LabelMap, *, lesion_labels: tuple[str, ...] = (), slice_index: int | None = None
+) -> np.ndarray:
     """Union of the lesion labels (see ``lesion_label_ids``); all False when there are none."""
     ids = lesion_label_ids(labels, lesion_labels)
     arr = labels.array if slice_index is None else labels.array[slice_index]
@@ -88,7 +92,9 @@ def body_mask(image_hu: np.ndarray, *, threshold_hu: float = -400.0) -> np.ndarr
 
 
 # ----------------------------------------------------------------------------- random shapes
-def ellipse_mask(shape: tuple[int, int], center: tuple[float, float], radii: tuple[float, float], angle: float = 0.0) -> np.ndarray:
+def ellipse_mask(
+    shape: tuple[int, int], center: tuple[float, float], radii: tuple[float, float], angle: float = 0.0
+) -> np.ndarray:
     """Filled ellipse; ``center``/``radii`` in pixels (row, col), ``angle`` in radians."""
     rr, cc = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
     dy, dx = rr - center[0], cc - center[1]
@@ -98,7 +104,12 @@ def ellipse_mask(shape: tuple[int, int], center: tuple[float, float], radii: tup
 
 
 def blob_mask(
-    shape: tuple[int, int], center: tuple[float, float], radius: float, rng: np.random.Generator, *, irregularity: float = 0.25
+    shape: tuple[int, int],
+    center: tuple[float, float],
+    radius: float,
+    rng: np.random.Generator,
+    *,
+    irregularity: float = 0.25,
 ) -> np.ndarray:
     """A star-shaped blob: radius(theta) = radius * (1 + sum of a few random Fourier modes).
 
@@ -170,7 +181,12 @@ def warp_shape(shape_mask: np.ndarray, *, scale: float, angle: float, flip: bool
     # output (row, col) -> input (row, col): rotate about the centres, then shrink by scale.
     matrix = np.array([[cos, -sin], [sin, cos]]) / scale
     out_c, in_c = np.array([side / 2, side / 2]), np.array([h / 2, w / 2])
-    warped = ndimage.affine_transform(src.astype(np.float32), matrix, offset=in_c - matrix @ out_c, output_shape=(side, side), order=1) > 0.5
+    warped = (
+        ndimage.affine_transform(
+            src.astype(np.float32), matrix, offset=in_c - matrix @ out_c, output_shape=(side, side), order=1
+        )
+        > 0.5
+    )
     if not warped.any():
         warped[side // 2, side // 2] = True
     r0, r1, c0, c1 = bbox(warped)
@@ -188,7 +204,13 @@ class TumorShape:
 
 
 def extract_tumor_shapes(
-    label_array: np.ndarray, spacing_zyx: tuple[float, float, float], *, label: int = 2, source: str = "", min_pixels: int = 20, per_component: int = 3
+    label_array: np.ndarray,
+    spacing_zyx: tuple[float, float, float],
+    *,
+    label: int = 2,
+    source: str = "",
+    min_pixels: int = 20,
+    per_component: int = 3,
 ) -> list[TumorShape]:
     """Axial cross-sections of each connected tumour component (KiTS: ``label=2``).
 
@@ -214,11 +236,17 @@ def extract_tumor_shapes(
             continue
         comp = comps[sl] == i
         areas = comp.sum((1, 2))
-        order = [int(np.argmax(areas))] + [int(k) for k in np.linspace(0, len(areas) - 1, per_component + 1)[1:-1]]
+        order = [int(np.argmax(areas))] + [
+            int(k) for k in np.linspace(0, len(areas) - 1, per_component + 1)[1:-1]
+        ]
         for k in dict.fromkeys(order):
             if areas[k] >= min_pixels:
                 r0, r1, c0, c1 = bbox(comp[k])
-                shapes.append(TumorShape(comp[k][r0:r1, c0:c1].copy(), (spacing_zyx[1], spacing_zyx[2]), f"{source}#{i}@{k}"))
+                shapes.append(
+                    TumorShape(
+                        comp[k][r0:r1, c0:c1].copy(), (spacing_zyx[1], spacing_zyx[2]), f"{source}#{i}@{k}"
+                    )
+                )
     return shapes
 
 
@@ -245,7 +273,9 @@ def transplant_shape(
     physical = shape.spacing[0] / spacing[0]  # source px -> target px
     factor = rng.uniform(*scale_range)
     for _ in range(tries):
-        stamp = warp_shape(shape.mask, scale=physical * factor, angle=rng.uniform(0, 2 * np.pi), flip=bool(rng.integers(2)))
+        stamp = warp_shape(
+            shape.mask, scale=physical * factor, angle=rng.uniform(0, 2 * np.pi), flip=bool(rng.integers(2))
+        )
         placed = place_in_region(stamp, region, rng)
         if placed is not None:
             return placed
@@ -260,7 +290,9 @@ class RandomEllipse:
 
     radius_px: tuple[float, float] = (4.0, 20.0)
 
-    def __call__(self, shape: tuple[int, int], rng: np.random.Generator, region: np.ndarray | None = None) -> np.ndarray | None:
+    def __call__(
+        self, shape: tuple[int, int], rng: np.random.Generator, region: np.ndarray | None = None
+    ) -> np.ndarray | None:
         a, b = rng.uniform(*self.radius_px, size=2)
         side = int(2 * max(a, b) + 3)
         stamp = ellipse_mask((side, side), (side / 2, side / 2), (a, b), rng.uniform(0, np.pi))
@@ -274,7 +306,9 @@ class RandomBlob:
     radius_px: tuple[float, float] = (4.0, 20.0)
     irregularity: float = 0.3
 
-    def __call__(self, shape: tuple[int, int], rng: np.random.Generator, region: np.ndarray | None = None) -> np.ndarray | None:
+    def __call__(
+        self, shape: tuple[int, int], rng: np.random.Generator, region: np.ndarray | None = None
+    ) -> np.ndarray | None:
         radius = rng.uniform(*self.radius_px)
         side = int(2 * radius * 1.8 + 3)
         stamp = blob_mask((side, side), (side / 2, side / 2), radius, rng, irregularity=self.irregularity)
@@ -293,7 +327,9 @@ class RandomBrush:
     step_px: tuple[float, float] = (3.0, 10.0)
     extent_px: int = 48
 
-    def __call__(self, shape: tuple[int, int], rng: np.random.Generator, region: np.ndarray | None = None) -> np.ndarray | None:
+    def __call__(
+        self, shape: tuple[int, int], rng: np.random.Generator, region: np.ndarray | None = None
+    ) -> np.ndarray | None:
         n = int(rng.integers(self.n_vertices[0], self.n_vertices[1] + 1))
         heading = rng.uniform(0, 2 * np.pi)
         pts = [np.zeros(2)]
@@ -316,12 +352,24 @@ class TransplantTumor:
     scale_range: tuple[float, float] = (0.6, 1.4)
 
     def __call__(
-        self, shape: tuple[int, int], rng: np.random.Generator, region: np.ndarray | None = None, spacing: tuple[float, float] = (1.0, 1.0)
+        self,
+        shape: tuple[int, int],
+        rng: np.random.Generator,
+        region: np.ndarray | None = None,
+        spacing: tuple[float, float] = (1.0, 1.0),
     ) -> np.ndarray | None:
         if not self.shapes:
-            raise InputError("no tumour shapes to transplant: give a shape library (e.g. KiTS label maps) or lesion masks")
+            raise InputError(
+                "no tumour shapes to transplant: give a shape library (e.g. KiTS label maps) or lesion masks"
+            )
         pick = self.shapes[int(rng.integers(len(self.shapes)))]
-        return transplant_shape(pick, np.ones(shape, bool) if region is None else region, spacing, rng, scale_range=self.scale_range)
+        return transplant_shape(
+            pick,
+            np.ones(shape, bool) if region is None else region,
+            spacing,
+            rng,
+            scale_range=self.scale_range,
+        )
 
 
 # ----------------------------------------------------------------------------- validation

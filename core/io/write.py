@@ -60,7 +60,14 @@ def _source_path(volume: Volume):
             yield root
 
 
-def write_volume_like(volume: Volume, array: np.ndarray, out_dir: str | Path, *, stem: str = "inpainted", description: str = DEFAULT_DERIVATION) -> Path:
+def write_volume_like(
+    volume: Volume,
+    array: np.ndarray,
+    out_dir: str | Path,
+    *,
+    stem: str = "inpainted",
+    description: str = DEFAULT_DERIVATION,
+) -> Path:
     """Write ``array`` (``(z, y, x)`` HU on ``volume``'s grid) in the format ``volume`` was read from.
 
     Args:
@@ -94,7 +101,9 @@ def write_nifti_like(array_zyx: np.ndarray, reference: str | Path, out: str | Pa
     data = canonical_to_source(array_zyx, "".join(nib.aff2axcodes(ref.affine)))
     target_shape = ref.shape[:3]
     if data.shape != target_shape:
-        raise InputError(f"array of shape {data.shape} (file order) does not fit {Path(reference).name} of shape {ref.shape}")
+        raise InputError(
+            f"array of shape {data.shape} (file order) does not fit {Path(reference).name} of shape {ref.shape}"
+        )
     data = data.reshape(ref.shape)  # keeps a trailing singleton 4th dimension
     header = ref.header.copy()
     dtype = header.get_data_dtype()
@@ -121,7 +130,9 @@ def write_mask_nifti(mask_zyx: np.ndarray, volume: Volume, out: str | Path) -> P
     data = mask_zyx.astype(np.uint8)
     if volume.meta.get("format") == "nifti" and Path(volume.meta.get("source", "")).suffix.lower() != ".zip":
         ref = nib.load(volume.meta["source"])
-        img = nib.Nifti1Image(canonical_to_source(data, "".join(nib.aff2axcodes(ref.affine))).astype(np.uint8), ref.affine)
+        img = nib.Nifti1Image(
+            canonical_to_source(data, "".join(nib.aff2axcodes(ref.affine))).astype(np.uint8), ref.affine
+        )
     else:
         img = nib.Nifti1Image(np.ascontiguousarray(data.transpose(2, 1, 0)), volume.affine)
     img.set_qform(img.affine, code=1)
@@ -130,7 +141,14 @@ def write_mask_nifti(mask_zyx: np.ndarray, volume: Volume, out: str | Path) -> P
     return out
 
 
-def write_dicom_like(volume: Volume, array_zyx: np.ndarray, source: Path, out_dir: Path, *, description: str = DEFAULT_DERIVATION) -> Path:
+def write_dicom_like(
+    volume: Volume,
+    array_zyx: np.ndarray,
+    source: Path,
+    out_dir: Path,
+    *,
+    description: str = DEFAULT_DERIVATION,
+) -> Path:
     """Write a derived copy of the DICOM series ``volume`` was read from, with ``array_zyx`` as pixels.
 
     Raises:
@@ -149,12 +167,23 @@ def write_dicom_like(volume: Volume, array_zyx: np.ndarray, source: Path, out_di
     orig_ijk = canonical_to_source(volume.array, volume.meta.get("source_axcodes", "LPS"))
     datasets = [pydicom.dcmread(f) for f in files]
     if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):
-        raise InputError("writing back multi-frame (enhanced) DICOM is not supported; write NIfTI instead (--format nifti)")
-    normal = np.cross(*(np.asarray(v, float) for v in (datasets[0].ImageOrientationPatient[:3], datasets[0].ImageOrientationPatient[3:])))
-    heights = np.array([np.asarray(ds.get("ImagePositionPatient", [0, 0, 0]), float) @ normal for ds in datasets])
+        raise InputError(
+            "writing back multi-frame (enhanced) DICOM is not supported; write NIfTI instead (--format nifti)"
+        )
+    normal = np.cross(
+        *(
+            np.asarray(v, float)
+            for v in (datasets[0].ImageOrientationPatient[:3], datasets[0].ImageOrientationPatient[3:])
+        )
+    )
+    heights = np.array(
+        [np.asarray(ds.get("ImagePositionPatient", [0, 0, 0]), float) @ normal for ds in datasets]
+    )
     levels = np.unique(np.round(heights, 3))
     if len(levels) != ijk.shape[2]:
-        raise InputError(f"the series has {len(levels)} slice positions but the volume {ijk.shape[2]} slices; was it edited on disk?")
+        raise InputError(
+            f"the series has {len(levels)} slice positions but the volume {ijk.shape[2]} slices; was it edited on disk?"
+        )
     series_uid = generate_uid()
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, ds, h in zip(files, datasets, heights):
@@ -166,10 +195,20 @@ def write_dicom_like(volume: Volume, array_zyx: np.ndarray, source: Path, out_di
         if changed.any():
             info = np.iinfo(stored.dtype)
             stored = stored.copy()
-            stored[changed] = np.clip(np.rint((edited[changed] - inter) / slope), info.min, info.max).astype(stored.dtype)
+            stored[changed] = np.clip(np.rint((edited[changed] - inter) / slope), info.min, info.max).astype(
+                stored.dtype
+            )
         source_ref = Dataset()
-        source_ref.ReferencedSOPClassUID, source_ref.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-        ds.set_pixel_data(stored, ds.get("PhotometricInterpretation", "MONOCHROME2"), int(ds.get("BitsStored", 16)), generate_instance_uid=False)
+        source_ref.ReferencedSOPClassUID, source_ref.ReferencedSOPInstanceUID = (
+            ds.SOPClassUID,
+            ds.SOPInstanceUID,
+        )
+        ds.set_pixel_data(
+            stored,
+            ds.get("PhotometricInterpretation", "MONOCHROME2"),
+            int(ds.get("BitsStored", 16)),
+            generate_instance_uid=False,
+        )
         ds.SOPInstanceUID = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

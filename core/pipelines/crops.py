@@ -77,15 +77,26 @@ def crop_box(
 def extract(image: np.ndarray, box: CropBox, *, fill_value: float | None = None) -> np.ndarray:
     """``(size, size)`` crop of a 2D array; outside the slice: edge values, or ``fill_value``."""
     rows, cols = image.shape
-    pad = (max(0, -box.row0), max(0, box.row0 + box.size - rows), max(0, -box.col0), max(0, box.col0 + box.size - cols))
+    pad = (
+        max(0, -box.row0),
+        max(0, box.row0 + box.size - rows),
+        max(0, -box.col0),
+        max(0, box.col0 + box.size - cols),
+    )
     src = image[max(0, box.row0) : box.row0 + box.size, max(0, box.col0) : box.col0 + box.size]
     if any(pad):
         widths = ((pad[0], pad[1]), (pad[2], pad[3]))
-        src = np.pad(src, widths, mode="edge") if fill_value is None else np.pad(src, widths, constant_values=fill_value)
+        src = (
+            np.pad(src, widths, mode="edge")
+            if fill_value is None
+            else np.pad(src, widths, constant_values=fill_value)
+        )
     return np.ascontiguousarray(src)
 
 
-def paste_region(box: CropBox, image_shape: tuple[int, int]) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+def paste_region(
+    box: CropBox, image_shape: tuple[int, int]
+) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
     """``(slice_index, crop_index)``: where the in-slice part of a crop goes, and which part of the crop it is."""
     r_lo, c_lo = max(0, box.row0), max(0, box.col0)
     r_hi, c_hi = min(image_shape[0], box.row0 + box.size), min(image_shape[1], box.col0 + box.size)
@@ -100,7 +111,9 @@ def image_to_model(crop: np.ndarray, resolution: int) -> np.ndarray:
         return crop.astype(np.float32, copy=True)
     from skimage.transform import resize
 
-    return resize(crop.astype(np.float32), (resolution, resolution), order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
+    return resize(
+        crop.astype(np.float32), (resolution, resolution), order=1, anti_aliasing=True, preserve_range=True
+    ).astype(np.float32)
 
 
 def mask_to_model(mask_crop: np.ndarray, resolution: int) -> np.ndarray:
@@ -109,7 +122,13 @@ def mask_to_model(mask_crop: np.ndarray, resolution: int) -> np.ndarray:
         return mask_crop.astype(bool, copy=True)
     from skimage.transform import resize
 
-    soft = resize(mask_crop.astype(np.float32), (resolution, resolution), order=1, anti_aliasing=True, preserve_range=True)
+    soft = resize(
+        mask_crop.astype(np.float32),
+        (resolution, resolution),
+        order=1,
+        anti_aliasing=True,
+        preserve_range=True,
+    )
     return soft > _MASK_COVERAGE
 
 
@@ -120,4 +139,6 @@ def model_to_image(x: np.ndarray, size: int) -> np.ndarray:
     from skimage.transform import resize
 
     lead = x.shape[:-2]
-    return resize(x.astype(np.float32), (*lead, size, size), order=3, anti_aliasing=False, preserve_range=True).astype(np.float32)
+    return resize(
+        x.astype(np.float32), (*lead, size, size), order=3, anti_aliasing=False, preserve_range=True
+    ).astype(np.float32)

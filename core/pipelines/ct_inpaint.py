@@ -24,15 +24,23 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
 from core.errors import InputError
 from core.masks import bbox, mask_hash, validate_mask
 from core.normalization import denormalize_hu, normalize_hu
-from core.pipelines.crops import crop_box, extract, image_to_model, mask_to_model, model_to_image, paste_region
+from core.pipelines.crops import (
+    crop_box,
+    extract,
+    image_to_model,
+    mask_to_model,
+    model_to_image,
+    paste_region,
+)
 from core.pipelines.loading import ModelSpec, load_scheduler_config, load_unet, read_model_folder
 from core.pipelines.outputs import CTInpaintOutput
 
@@ -57,14 +65,26 @@ class CTInpaintPipeline:
             raise ValueError(f"need one spec per UNet, got {len(unets)} UNets and {len(specs)} specs")
         first = specs[0]
         for s in specs[1:]:
-            if (s.resolution, s.hu_range, s.content_classes) != (first.resolution, first.hu_range, first.content_classes):
-                raise InputError(f"ensemble members disagree: {s.name} vs {first.name} (resolution, HU range and classes must match)")
+            if (s.resolution, s.hu_range, s.content_classes) != (
+                first.resolution,
+                first.hu_range,
+                first.content_classes,
+            ):
+                raise InputError(
+                    f"ensemble members disagree: {s.name} vs {first.name} (resolution, HU range and classes must match)"
+                )
         self.unets, self.specs, self.scheduler_config = list(unets), list(specs), dict(scheduler_config)
-        self.resolution, self.hu_range, self.content_classes = first.resolution, first.hu_range, first.content_classes
+        self.resolution, self.hu_range, self.content_classes = (
+            first.resolution,
+            first.hu_range,
+            first.content_classes,
+        )
         self.crop_fill = first.crop_fill
 
     @classmethod
-    def from_pretrained(cls, path: str | Path | Sequence[str | Path], *, device: str = "cpu") -> "CTInpaintPipeline":
+    def from_pretrained(
+        cls, path: str | Path | Sequence[str | Path], *, device: str = "cpu"
+    ) -> CTInpaintPipeline:
         """Load a local model folder, or several (an ensemble: sample i uses member i mod n).
 
         Raises:
@@ -78,23 +98,47 @@ class CTInpaintPipeline:
     def device(self):
         return next(self.unets[0].parameters()).device
 
-    def check_inputs(self, image, mask_image, num_inference_steps, sampler, num_samples, seed, content, jump_length, jump_n_sample, min_context_px) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    def check_inputs(
+        self,
+        image,
+        mask_image,
+        num_inference_steps,
+        sampler,
+        num_samples,
+        seed,
+        content,
+        jump_length,
+        jump_n_sample,
+        min_context_px,
+    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """Validate the request; returns (image float32, mask bool, seeds)."""
         image = np.asarray(image)
         if image.ndim != 2:
-            raise InputError(f"image must be one axial slice (rows, cols), got shape {image.shape}; pass volume.array[k]")
+            raise InputError(
+                f"image must be one axial slice (rows, cols), got shape {image.shape}; pass volume.array[k]"
+            )
         if not np.issubdtype(image.dtype, np.number) or not np.all(np.isfinite(image)):
             raise InputError("image must hold finite HU values")
         mask = validate_mask(mask_image, image_shape=image.shape, min_context_px=min_context_px)
         if sampler not in SAMPLERS:
             raise InputError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
         if not 1 <= int(num_inference_steps) <= 1000:
-            raise InputError(f"num_inference_steps must be 1..1000 (10-50 is typical), got {num_inference_steps}")
+            raise InputError(
+                f"num_inference_steps must be 1..1000 (10-50 is typical), got {num_inference_steps}"
+            )
         if sampler == "repaint" and not (1 <= jump_length < num_inference_steps and jump_n_sample >= 1):
-            raise InputError(f"repaint needs 1 <= jump_length < num_inference_steps and jump_n_sample >= 1, got {jump_length}, {jump_n_sample}")
-        seeds = [int(s) for s in seed] if isinstance(seed, (list, tuple)) else [int(seed) + i for i in range(int(num_samples))]
+            raise InputError(
+                f"repaint needs 1 <= jump_length < num_inference_steps and jump_n_sample >= 1, got {jump_length}, {jump_n_sample}"
+            )
+        seeds = (
+            [int(s) for s in seed]
+            if isinstance(seed, (list, tuple))
+            else [int(seed) + i for i in range(int(num_samples))]
+        )
         if isinstance(seed, (list, tuple)) and num_samples not in (1, len(seeds)):
-            raise InputError(f"got {len(seeds)} seeds but num_samples={num_samples}; give one seed per sample or one seed")
+            raise InputError(
+                f"got {len(seeds)} seeds but num_samples={num_samples}; give one seed per sample or one seed"
+            )
         if not seeds:
             raise InputError("num_samples must be >= 1")
         if content is not None and not self.content_classes:
@@ -146,7 +190,18 @@ class CTInpaintPipeline:
         import torch
 
         # 1. Check inputs
-        image, mask, seeds = self.check_inputs(image, mask_image, num_inference_steps, sampler, num_samples, seed, content, jump_length, jump_n_sample, min_context_px)
+        image, mask, seeds = self.check_inputs(
+            image,
+            mask_image,
+            num_inference_steps,
+            sampler,
+            num_samples,
+            seed,
+            content,
+            jump_length,
+            jump_n_sample,
+            min_context_px,
+        )
         if content is None and self.content_classes:
             content = "lesion" if "lesion" in self.content_classes else self.content_classes[0]
         n, r = len(seeds), self.resolution
@@ -163,7 +218,10 @@ class CTInpaintPipeline:
         # 4. One generator per sample, one ensemble member per sample
         members = [i % len(self.unets) for i in range(n)]
         class_id = self.content_classes.index(content) if content is not None else None
-        total = sum(self.unet_evaluations(num_inference_steps, sampler, jump_length, jump_n_sample) for _ in set(members))
+        total = sum(
+            self.unet_evaluations(num_inference_steps, sampler, jump_length, jump_n_sample)
+            for _ in set(members)
+        )
         done = [0]
 
         def tick() -> None:
@@ -179,7 +237,18 @@ class CTInpaintPipeline:
             x0 = torch.from_numpy(np.broadcast_to(known, (len(idx), 1, r, r)).copy())
             mk = torch.from_numpy(np.broadcast_to(model_mask, (len(idx), 1, r, r)).astype(np.float32))
             cls = None if class_id is None else torch.full((len(idx),), class_id, dtype=torch.long)
-            res = self.denoise(x0, mk, cls, gens, member=m, num_inference_steps=num_inference_steps, sampler=sampler, jump_length=jump_length, jump_n_sample=jump_n_sample, on_step=tick)
+            res = self.denoise(
+                x0,
+                mk,
+                cls,
+                gens,
+                member=m,
+                num_inference_steps=num_inference_steps,
+                sampler=sampler,
+                jump_length=jump_length,
+                jump_n_sample=jump_n_sample,
+                on_step=tick,
+            )
             out[idx] = res[:, 0].cpu().numpy()
 
         # 6. Back to HU and to the crop's size in slice pixels
@@ -209,7 +278,11 @@ class CTInpaintPipeline:
             "seeds": seeds,
             "sampler": sampler,
             "num_inference_steps": int(num_inference_steps),
-            **({"jump_length": int(jump_length), "jump_n_sample": int(jump_n_sample)} if sampler == "repaint" else {}),
+            **(
+                {"jump_length": int(jump_length), "jump_n_sample": int(jump_n_sample)}
+                if sampler == "repaint"
+                else {}
+            ),
             "content": content,
             "mask_sha256": mask_hash(mask),
             "input_sha256": array_hash(image),
@@ -218,11 +291,26 @@ class CTInpaintPipeline:
             "hu_range": [low, high],
             "blend_px": float(blend_px),
             "unet_evaluations": done[0],
-            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
-        return CTInpaintOutput(images=images, mask=mask, samples=samples, mean=mean, std=std, crop_box=box, provenance=provenance)
+        return CTInpaintOutput(
+            images=images, mask=mask, samples=samples, mean=mean, std=std, crop_box=box, provenance=provenance
+        )
 
-    def denoise(self, known, mask, class_labels, generators, *, member: int = 0, num_inference_steps: int, sampler: Sampler, jump_length: int = 5, jump_n_sample: int = 2, on_step: Callable[[], None] | None = None):
+    def denoise(
+        self,
+        known,
+        mask,
+        class_labels,
+        generators,
+        *,
+        member: int = 0,
+        num_inference_steps: int,
+        sampler: Sampler,
+        jump_length: int = 5,
+        jump_n_sample: int = 2,
+        on_step: Callable[[], None] | None = None,
+    ):
         """The sampling loop on model-resolution crops.
 
         Args:
@@ -243,7 +331,7 @@ class CTInpaintPipeline:
         known, mask = known.to(device), mask.to(device)
         masked = known * (1 - mask)
         shape = known.shape[1:]
-        draw = lambda: torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)  # noqa: E731
+        draw = lambda: torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
         labels = None if class_labels is None else class_labels.to(device)
 
         def model(x, t):
@@ -260,16 +348,30 @@ class CTInpaintPipeline:
             x, t_last = draw(), int(sched.timesteps[0]) + 1
             for t in sched.timesteps.tolist():
                 if t < t_last:
-                    x = sched.step(self._as_epsilon(model(x, t), x, t, sched), t, x, known, 1 - mask, generator=generators).prev_sample
+                    x = sched.step(
+                        self._as_epsilon(model(x, t), x, t, sched),
+                        t,
+                        x,
+                        known,
+                        1 - mask,
+                        generator=generators,
+                    ).prev_sample
                 else:  # a jump back in time: re-noise by the steps just taken
                     x = sched.undo_step(x, t_last, generator=generators)
                 t_last = t
             return mask * x + (1 - mask) * known
 
         if sampler == "ddim":
-            sched = DDIMScheduler.from_config(self.scheduler_config, timestep_spacing="trailing", clip_sample=True)
+            sched = DDIMScheduler.from_config(
+                self.scheduler_config, timestep_spacing="trailing", clip_sample=True
+            )
         else:
-            sched = DPMSolverMultistepScheduler.from_config(self.scheduler_config, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing")
+            sched = DPMSolverMultistepScheduler.from_config(
+                self.scheduler_config,
+                algorithm_type="dpmsolver++",
+                solver_order=2,
+                timestep_spacing="trailing",
+            )
         sched.set_timesteps(num_inference_steps, device=device)
         x = draw() * sched.init_noise_sigma
         paste_noise = draw()  # (b, 1, r, r): re-noises the known region, the same draw every step
@@ -288,7 +390,9 @@ class CTInpaintPipeline:
         a = sched.alphas_cumprod[t].to(out.device)
         return a.sqrt() * out + (1 - a).sqrt() * x
 
-    def unet_evaluations(self, num_inference_steps: int, sampler: Sampler, jump_length: int = 5, jump_n_sample: int = 2) -> int:
+    def unet_evaluations(
+        self, num_inference_steps: int, sampler: Sampler, jump_length: int = 5, jump_n_sample: int = 2
+    ) -> int:
         """UNet forward passes one batch takes (the progress total; the speed benchmark's denominator)."""
         if sampler != "repaint":
             return int(num_inference_steps)

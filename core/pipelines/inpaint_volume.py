@@ -25,9 +25,13 @@ OutputFormat = Literal["same", "nifti"]
 def check_slice(volume: Volume, k: int) -> int:
     """``k`` as an axial slice index of ``volume`` (0 = most inferior), or InputError."""
     if volume.modality != "CT":
-        raise InputError(f"the volume is {volume.modality}, not CT; the inpainting model works in Hounsfield units")
+        raise InputError(
+            f"the volume is {volume.modality}, not CT; the inpainting model works in Hounsfield units"
+        )
     if not 0 <= k < volume.shape[0]:
-        raise InputError(f"--slice {k} is outside 0..{volume.shape[0] - 1} (axial slices, inferior to superior, as `synthdx info` reports shape[0])")
+        raise InputError(
+            f"--slice {k} is outside 0..{volume.shape[0] - 1} (axial slices, inferior to superior, as `synthdx info` reports shape[0])"
+        )
     return int(k)
 
 
@@ -49,7 +53,9 @@ def load_slice_mask(path: str | Path, volume: Volume, k: int) -> np.ndarray:
         full = read_label_map(path, reference=volume).array > 0  # resampled onto the volume's grid
         if not full[k].any() and full.any():
             used = np.nonzero(full.any((1, 2)))[0]
-            raise InputError(f"{path.name} is empty on slice {k}; it marks slices {used.min()}..{used.max()}: pick one of those with --slice")
+            raise InputError(
+                f"{path.name} is empty on slice {k}; it marks slices {used.min()}..{used.max()}: pick one of those with --slice"
+            )
         return full[k]
     if suffix == ".npy":
         arr = np.load(path, allow_pickle=False)
@@ -58,14 +64,18 @@ def load_slice_mask(path: str | Path, volume: Volume, k: int) -> np.ndarray:
 
         arr = np.asarray(Image.open(path))
     else:
-        raise InputError(f"{path.name}: masks must be NIfTI (on the volume's grid), PNG or NPY (the slice's size)")
+        raise InputError(
+            f"{path.name}: masks must be NIfTI (on the volume's grid), PNG or NPY (the slice's size)"
+        )
     arr = as_mask(arr)
     if arr.ndim == 3 and arr.shape == volume.shape:
         arr = arr[k]
     return arr
 
 
-def inpaint_slice(pipe, volume: Volume, k: int, mask: np.ndarray, **kwargs) -> tuple[np.ndarray, CTInpaintOutput]:
+def inpaint_slice(
+    pipe, volume: Volume, k: int, mask: np.ndarray, **kwargs
+) -> tuple[np.ndarray, CTInpaintOutput]:
     """Run ``pipe`` on slice ``k``; returns (edited volume ``(z, y, x)`` with sample 0 in slice k, pipeline output)."""
     out = pipe(volume.array[k], mask, **kwargs)
     edited = volume.array.copy()
@@ -73,7 +83,16 @@ def inpaint_slice(pipe, volume: Volume, k: int, mask: np.ndarray, **kwargs) -> t
     return edited, out
 
 
-def write_outputs(volume: Volume, k: int, edited: np.ndarray, out: CTInpaintOutput, out_dir: str | Path, *, fmt: OutputFormat = "same", extra: dict | None = None) -> dict[str, str]:
+def write_outputs(
+    volume: Volume,
+    k: int,
+    edited: np.ndarray,
+    out: CTInpaintOutput,
+    out_dir: str | Path,
+    *,
+    fmt: OutputFormat = "same",
+    extra: dict | None = None,
+) -> dict[str, str]:
     """Write the edited volume, mask, previews, sample arrays and ``provenance.json``; returns name -> path."""
     from core.io.write import write_mask_nifti, write_nifti_like, write_volume_like
 
@@ -99,7 +118,13 @@ def write_outputs(volume: Volume, k: int, edited: np.ndarray, out: CTInpaintOutp
     files["samples"], files["std"] = str(out_dir / "samples_hu.npy"), str(out_dir / "std_hu.npy")
     record = {
         **out.provenance,
-        "input": {"path": str(volume.meta.get("source", "")), "format": volume.meta.get("format"), "shape_zyx": list(volume.shape), "spacing_zyx_mm": list(volume.spacing), "slice": k},
+        "input": {
+            "path": str(volume.meta.get("source", "")),
+            "format": volume.meta.get("format"),
+            "shape_zyx": list(volume.shape),
+            "spacing_zyx_mm": list(volume.spacing),
+            "slice": k,
+        },
         "std_max_hu": float(out.std.max()),
         "files": {name: Path(p).name for name, p in files.items()},
         **(extra or {}),
@@ -117,7 +142,9 @@ def save_previews(before: np.ndarray, out: CTInpaintOutput, out_dir: Path) -> di
     from core.windowing import apply_window
 
     def gray(x):
-        return np.repeat(apply_window(x, low=PREVIEW_WINDOW[0], high=PREVIEW_WINDOW[1])[..., None], 3, axis=-1)
+        return np.repeat(
+            apply_window(x, low=PREVIEW_WINDOW[0], high=PREVIEW_WINDOW[1])[..., None], 3, axis=-1
+        )
 
     after = gray(out.images[0])
     outline = after.copy()
@@ -125,7 +152,9 @@ def save_previews(before: np.ndarray, out: CTInpaintOutput, out_dir: Path) -> di
     outline[edge] = (255, 60, 60)
     peak = float(out.std.max())
     s = out.std / peak if peak > 0 else np.zeros_like(out.std)
-    hot = (np.stack([np.clip(3 * s, 0, 1), np.clip(3 * s - 1, 0, 1), np.clip(3 * s - 2, 0, 1)], -1) * 255).astype(np.uint8)
+    hot = (
+        np.stack([np.clip(3 * s, 0, 1), np.clip(3 * s - 1, 0, 1), np.clip(3 * s - 2, 0, 1)], -1) * 255
+    ).astype(np.uint8)
     views = {"before": gray(before), "after": after, "outline": outline, "std": hot}
     files = {}
     for name, img in views.items():

@@ -68,9 +68,13 @@ def read_model_folder(path: str | Path) -> ModelSpec:
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise InputError(f"model folder {path} does not exist; give a folder written by `synthdx train inpaint` (it holds unet/ and scheduler/)")
+        raise InputError(
+            f"model folder {path} does not exist; give a folder written by `synthdx train inpaint` (it holds unet/ and scheduler/)"
+        )
     if not path.is_dir():
-        raise InputError(f"{path} is a file; --model needs a model folder holding unet/ and scheduler/ (diffusers save_pretrained layout)")
+        raise InputError(
+            f"{path} is a file; --model needs a model folder holding unet/ and scheduler/ (diffusers save_pretrained layout)"
+        )
     unet_cfg_path, sched_path = path / "unet" / "config.json", path / "scheduler" / "scheduler_config.json"
     weights = [path / "unet" / w for w in WEIGHT_FILES if (path / "unet" / w).is_file()]
     missing = [str(p.relative_to(path)) for p in (unet_cfg_path, sched_path) if not p.is_file()]
@@ -83,7 +87,11 @@ def read_model_folder(path: str | Path) -> ModelSpec:
         card = json.loads((path / CARD_NAME).read_text()) if (path / CARD_NAME).is_file() else {}
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: a config or card file is not valid JSON ({exc})") from exc
-    if unet_cfg.get("_class_name") != "UNet2DModel" or unet_cfg.get("in_channels") != 3 or unet_cfg.get("out_channels") != 1:
+    if (
+        unet_cfg.get("_class_name") != "UNet2DModel"
+        or unet_cfg.get("in_channels") != 3
+        or unet_cfg.get("out_channels") != 1
+    ):
         raise InputError(
             f"{path}: the UNet must be a diffusers UNet2DModel with 3 input channels (noisy target, masked image, "
             f"mask) and 1 output; got {unet_cfg.get('_class_name')} with in_channels={unet_cfg.get('in_channels')}, "
@@ -91,7 +99,9 @@ def read_model_folder(path: str | Path) -> ModelSpec:
         )
     inputs = card.get("inputs", {})
     sample_size = unet_cfg.get("sample_size") or 64
-    resolution = int(inputs.get("resolution", sample_size if isinstance(sample_size, int) else sample_size[0]))
+    resolution = int(
+        inputs.get("resolution", sample_size if isinstance(sample_size, int) else sample_size[0])
+    )
     classes = inputs.get("content_classes")
     if classes is None:
         classes = ["tissue", "lesion"] if unet_cfg.get("num_class_embeds") == 2 else []
@@ -114,7 +124,9 @@ def load_unet(spec: ModelSpec, *, device: str = "cpu", dtype=None):
     import torch
     from diffusers import UNet2DModel
 
-    unet = UNet2DModel.from_pretrained(spec.path / "unet", local_files_only=True, torch_dtype=dtype or torch.float32)
+    unet = UNet2DModel.from_pretrained(
+        spec.path / "unet", local_files_only=True, torch_dtype=dtype or torch.float32
+    )
     return unet.to(device).eval()
 
 

@@ -51,7 +51,9 @@ class DataConfig:
     """Which data, which masks, and how crops are cut."""
 
     sources: tuple[DataSource, ...] = ()
-    holdout: tuple[str, ...] = ()  # source names never trained on; they feed the validation loss and sample grids
+    holdout: tuple[
+        str, ...
+    ] = ()  # source names never trained on; they feed the validation loss and sample grids
     hu_range: tuple[float, float] = (-1000.0, 1000.0)  # model input window, HU -> [-1, 1] ("wide", as MAISI)
     mask_mix: tuple[tuple[str, float], ...] = (  # (kind, weight); weights need not sum to 1
         ("lesion", 0.25),  # real tumour mask, slightly dilated at random -> content "lesion"
@@ -63,10 +65,15 @@ class DataConfig:
         ("ellipse", 0.05),
         ("brush", 0.10),
     )
-    fill_range: tuple[float, float] = (0.35, 0.6)  # mask extent / crop side, drawn per crop (inference uses 0.5)
+    fill_range: tuple[float, float] = (
+        0.35,
+        0.6,
+    )  # mask extent / crop side, drawn per crop (inference uses 0.5)
     center_jitter: float = 0.1  # crop centre offset from the mask centre, fraction of the crop side
     flip_lr: bool = True  # mirror left-right half the time (anatomy is roughly symmetric)
-    shape_library: tuple[str, ...] = ()  # label maps (files or folders of cases) whose tumours are transplanted;
+    shape_library: tuple[
+        str, ...
+    ] = ()  # label maps (files or folders of cases) whose tumours are transplanted;
     #                                      empty = the lesion masks of the training sources
     shape_label: int = 2  # tumour id in the shape library (KiTS: 1 kidney, 2 tumor, 3 cyst)
     min_region_px: int = 40  # organs / lesions smaller than this on a slice are not used as masks
@@ -79,7 +86,12 @@ class ModelConfig:
 
     resolution: int = 64  # model input side in px; see core.pipelines.crops for how crops are scaled
     block_out_channels: tuple[int, ...] = (32, 64, 128, 128)
-    attention_levels: tuple[bool, ...] = (False, False, False, True)  # self-attention per level (8x8 only: cheap)
+    attention_levels: tuple[bool, ...] = (
+        False,
+        False,
+        False,
+        True,
+    )  # self-attention per level (8x8 only: cheap)
     layers_per_block: int = 1
     norm_num_groups: int = 16
     conditioning: Literal["content", "none"] = "content"  # class label tissue/lesion, or none
@@ -99,7 +111,9 @@ class TrainConfig:
     batch_size: int = 8  # per process
     learning_rate: float = 2e-4
     warmup_steps: int = 500
-    lr_schedule: Literal["cosine", "constant"] = "cosine"  # both after a linear warm-up; "constant" makes any step a
+    lr_schedule: Literal["cosine", "constant"] = (
+        "cosine"  # both after a linear warm-up; "constant" makes any step a
+    )
     #                                                   finished model (a run with steps=N equals a longer one at step N)
     ema_decay: float = 0.999  # EMAModel max decay (with warm-up, so early EMA follows the model)
     loss_region: Literal["mask", "crop"] = "mask"  # where the noise-prediction MSE is averaged
@@ -176,19 +190,29 @@ def validate(config: TrainConfig) -> None:
     """Raise ``InputError`` for inconsistent settings, naming the field and the fix."""
     m, d = config.model, config.data
     if len(m.attention_levels) != len(m.block_out_channels):
-        raise InputError(f"model.attention_levels has {len(m.attention_levels)} entries, block_out_channels {len(m.block_out_channels)}")
+        raise InputError(
+            f"model.attention_levels has {len(m.attention_levels)} entries, block_out_channels {len(m.block_out_channels)}"
+        )
     if m.resolution % 2 ** (len(m.block_out_channels) - 1):
-        raise InputError(f"model.resolution {m.resolution} must be divisible by {2 ** (len(m.block_out_channels) - 1)}")
+        raise InputError(
+            f"model.resolution {m.resolution} must be divisible by {2 ** (len(m.block_out_channels) - 1)}"
+        )
     if any(c % m.norm_num_groups for c in m.block_out_channels):
-        raise InputError(f"model.block_out_channels {m.block_out_channels} must be multiples of norm_num_groups {m.norm_num_groups}")
+        raise InputError(
+            f"model.block_out_channels {m.block_out_channels} must be multiples of norm_num_groups {m.norm_num_groups}"
+        )
     if not d.hu_range[1] > d.hu_range[0]:
         raise InputError(f"data.hu_range must be (low, high) with high > low, got {d.hu_range}")
     bad = [k for k, _ in d.mask_mix if k not in MASK_KINDS]
     if bad or not d.mask_mix or any(w < 0 for _, w in d.mask_mix) or sum(w for _, w in d.mask_mix) <= 0:
-        raise InputError(f"data.mask_mix must be (kind, weight >= 0) pairs with kinds from {list(MASK_KINDS)}, got {d.mask_mix}")
+        raise InputError(
+            f"data.mask_mix must be (kind, weight >= 0) pairs with kinds from {list(MASK_KINDS)}, got {d.mask_mix}"
+        )
     if not 0 < d.fill_range[0] <= d.fill_range[1] <= 1:
         raise InputError(f"data.fill_range must satisfy 0 < low <= high <= 1, got {d.fill_range}")
     if not d.sources:
-        raise InputError("no training data: give --data (a volume with masks, a folder of cases, or a manifest JSON)")
+        raise InputError(
+            "no training data: give --data (a volume with masks, a folder of cases, or a manifest JSON)"
+        )
     if config.steps < 1 or config.batch_size < 1:
         raise InputError(f"steps and batch_size must be >= 1, got {config.steps} and {config.batch_size}")

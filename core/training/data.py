@@ -36,7 +36,14 @@ from core.normalization import normalize_hu
 from core.pipelines.crops import crop_box, extract, image_to_model, mask_to_model
 from core.training.config import LESION_KINDS, DataConfig, DataSource
 
-_IMAGE_TO_LABEL_WORDS = (("imaging", "segmentation"), ("image", "mask"), ("image", "seg"), ("ct", "seg"), ("ct", "mask"), ("img", "seg"))
+_IMAGE_TO_LABEL_WORDS = (
+    ("imaging", "segmentation"),
+    ("image", "mask"),
+    ("image", "seg"),
+    ("ct", "seg"),
+    ("ct", "mask"),
+    ("img", "seg"),
+)
 _LESION_DILATION_PX = 3  # "lesion" masks grow by 0..3 px: users paint a little beyond the edge
 _HEALTHY_GAP_PX = 5  # random "tissue" masks keep this far from any lesion
 
@@ -56,7 +63,9 @@ def find_labels(image: Path) -> Path | None:
     return None
 
 
-def discover_sources(path: str | Path, *, root: str | Path | None = None, licence: str = "unknown", attribution: str = "") -> list[DataSource]:
+def discover_sources(
+    path: str | Path, *, root: str | Path | None = None, licence: str = "unknown", attribution: str = ""
+) -> list[DataSource]:
     """Training sources found at ``path``.
 
     Args:
@@ -86,17 +95,37 @@ def discover_sources(path: str | Path, *, root: str | Path | None = None, licenc
             e["lesion_labels"] = tuple(e.get("lesion_labels", ()))
             out.append(DataSource(**{"licence": licence, "attribution": attribution, **e}))
         return out
-    if path.is_file() or (path.is_dir() and find_labels(path) is not None):  # an image (file or DICOM folder) + mask beside it
+    if path.is_file() or (
+        path.is_dir() and find_labels(path) is not None
+    ):  # an image (file or DICOM folder) + mask beside it
         labels = find_labels(path)
         if labels is None:
-            raise InputError(f"{path.name}: no mask or label map found beside it (e.g. CT_image -> CT_mask); use a manifest JSON")
-        return [DataSource(str(path), str(labels), path.name.split(".nii")[0], _binary_mask_label(labels), licence, attribution)]
+            raise InputError(
+                f"{path.name}: no mask or label map found beside it (e.g. CT_image -> CT_mask); use a manifest JSON"
+            )
+        return [
+            DataSource(
+                str(path),
+                str(labels),
+                path.name.split(".nii")[0],
+                _binary_mask_label(labels),
+                licence,
+                attribution,
+            )
+        ]
     if case_layout(path) is not None:
         return [DataSource(str(path), None, path.name, (), licence, attribution)]
     images = sorted(p for p in path.iterdir() if (is_nifti(p) or p.is_dir()) and find_labels(p) is not None)
     if images:
         return [
-            DataSource(str(p), str(find_labels(p)), p.name.split(".nii")[0] if len(images) > 1 else path.name, _binary_mask_label(find_labels(p)), licence, attribution)
+            DataSource(
+                str(p),
+                str(find_labels(p)),
+                p.name.split(".nii")[0] if len(images) > 1 else path.name,
+                _binary_mask_label(find_labels(p)),
+                licence,
+                attribution,
+            )
             for p in images
         ]
     out = []
@@ -106,7 +135,9 @@ def discover_sources(path: str | Path, *, root: str | Path | None = None, licenc
         except InputError:
             continue
     if not out:
-        raise InputError(f"{path}: no CT volumes with masks found (expected case folders, image/mask NIfTI pairs or a manifest)")
+        raise InputError(
+            f"{path}: no CT volumes with masks found (expected case folders, image/mask NIfTI pairs or a manifest)"
+        )
     return out
 
 
@@ -146,10 +177,17 @@ def load_cases(sources: tuple[DataSource, ...] | list[DataSource], *, border_px:
         healthy = np.zeros(vol.shape, bool)
         for k in range(vol.shape[0]):
             region = body_mask(vol.array[k]) & ~ndimage.binary_dilation(lesion[k], iterations=_HEALTHY_GAP_PX)
-            region[:border_px], region[-border_px:], region[:, :border_px], region[:, -border_px:] = False, False, False, False
+            region[:border_px], region[-border_px:], region[:, :border_px], region[:, -border_px:] = (
+                False,
+                False,
+                False,
+                False,
+            )
             healthy[k] = region
         name = src.name or Path(src.image).name
-        cases.append(Case(replace(src, name=name), vol.array, labels.array, ids, vol.spacing, healthy, lesion))
+        cases.append(
+            Case(replace(src, name=name), vol.array, labels.array, ids, vol.spacing, healthy, lesion)
+        )
     return cases
 
 
@@ -167,7 +205,9 @@ def load_shape_library(paths: tuple[str, ...], *, label: int) -> list[TumorShape
     for f in files:
         try:
             img = nib.load(str(f))
-            hit = np.asarray(img.dataobj) == label  # native integer dtype: no float copy of a 512 x 512 x 600 map
+            hit = (
+                np.asarray(img.dataobj) == label
+            )  # native integer dtype: no float copy of a 512 x 512 x 600 map
         except Exception as exc:
             raise InputError(f"{f.name}: not a readable label map ({exc})") from exc
         if hit.ndim != 3:
@@ -194,30 +234,73 @@ class InpaintCrops:
     (0 tissue, 1 lesion), ``kind`` int (index into the mask mix).
     """
 
-    def __init__(self, cases: list[Case], config: DataConfig, *, resolution: int, seed: int, shapes: list[TumorShape] | None = None, length: int = 10**9):
-        self.cases, self.config, self.resolution, self.seed, self.length = cases, config, resolution, seed, length
+    def __init__(
+        self,
+        cases: list[Case],
+        config: DataConfig,
+        *,
+        resolution: int,
+        seed: int,
+        shapes: list[TumorShape] | None = None,
+        length: int = 10**9,
+    ):
+        self.cases, self.config, self.resolution, self.seed, self.length = (
+            cases,
+            config,
+            resolution,
+            seed,
+            length,
+        )
         self.kinds = [k for k, _ in config.mask_mix]
         weights = np.array([w for _, w in config.mask_mix], float)
         self.p = weights / weights.sum()
         mp = config.min_region_px
         # (case, slice) pools per kind of mask.
-        self.lesion_slices = [(c, k) for c, case in enumerate(cases) for k in range(case.image.shape[0]) if case.lesion[k].sum() >= mp]
+        self.lesion_slices = [
+            (c, k)
+            for c, case in enumerate(cases)
+            for k in range(case.image.shape[0])
+            if case.lesion[k].sum() >= mp
+        ]
         self.organ_slices = []
         for c, case in enumerate(cases):
             for k in range(case.image.shape[0]):
                 ids, counts = np.unique(case.labels[k], return_counts=True)
-                self.organ_slices += [(c, k, int(i)) for i, n in zip(ids, counts) if i and i not in case.lesion_ids and n >= mp]
-        self.any_slices = [(c, k) for c, case in enumerate(cases) for k in range(case.image.shape[0]) if case.healthy[k].sum() >= 4 * mp]
+                self.organ_slices += [
+                    (c, k, int(i)) for i, n in zip(ids, counts) if i and i not in case.lesion_ids and n >= mp
+                ]
+        self.any_slices = [
+            (c, k)
+            for c, case in enumerate(cases)
+            for k in range(case.image.shape[0])
+            if case.healthy[k].sum() >= 4 * mp
+        ]
         if shapes is None:
-            shapes = [s for case in cases for i in case.lesion_ids for s in extract_tumor_shapes(case.labels, case.spacing, label=i, source=case.source.name)]
+            shapes = [
+                s
+                for case in cases
+                for i in case.lesion_ids
+                for s in extract_tumor_shapes(case.labels, case.spacing, label=i, source=case.source.name)
+            ]
         self.shapes = tuple(shapes)
-        needs = {"lesion": self.lesion_slices, "lesion_box": self.lesion_slices, "organ": self.organ_slices, "transplant": self.shapes}
+        needs = {
+            "lesion": self.lesion_slices,
+            "lesion_box": self.lesion_slices,
+            "organ": self.organ_slices,
+            "transplant": self.shapes,
+        }
         for kind, w in config.mask_mix:
             if w > 0 and kind in needs and not needs[kind]:
-                raise InputError(f"mask kind {kind!r} has weight {w} but the data hold no {'lesions' if kind != 'organ' else 'organ masks'}; set its weight to 0")
+                raise InputError(
+                    f"mask kind {kind!r} has weight {w} but the data hold no {'lesions' if kind != 'organ' else 'organ masks'}; set its weight to 0"
+                )
         if not self.any_slices:
             raise InputError("no slice with enough body (HU > -400) to place masks in")
-        self.random_shapes = {"ellipse": RandomEllipse((4.0, 24.0)), "blob": RandomBlob((4.0, 24.0)), "brush": RandomBrush()}
+        self.random_shapes = {
+            "ellipse": RandomEllipse((4.0, 24.0)),
+            "blob": RandomBlob((4.0, 24.0)),
+            "brush": RandomBrush(),
+        }
 
     def __len__(self) -> int:
         return self.length
@@ -232,7 +315,9 @@ class InpaintCrops:
         else:
             found = self._mask("blob", rng)
             if found is None:
-                raise RuntimeError("could not place any mask after 21 tries; the data may hold almost no body")
+                raise RuntimeError(
+                    "could not place any mask after 21 tries; the data may hold almost no body"
+                )
         case, k, mask = found
         content = int(self.kinds[kind] in LESION_KINDS)
         return {**self.crop(case.image[k], mask, rng), "content": content, "kind": kind}
@@ -240,13 +325,22 @@ class InpaintCrops:
     def crop(self, slice_hu: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> dict:
         """Cut, scale, flip and normalise one example (see ``core.pipelines.crops``)."""
         cfg, r = self.config, self.resolution
-        box = crop_box(bbox(mask), slice_hu.shape, resolution=r, fill=rng.uniform(*cfg.fill_range), offset=tuple(rng.uniform(-cfg.center_jitter, cfg.center_jitter, 2)))
+        box = crop_box(
+            bbox(mask),
+            slice_hu.shape,
+            resolution=r,
+            fill=rng.uniform(*cfg.fill_range),
+            offset=tuple(rng.uniform(-cfg.center_jitter, cfg.center_jitter, 2)),
+        )
         img = image_to_model(extract(slice_hu, box), r)  # (r, r) HU
         m = mask_to_model(extract(mask, box, fill_value=False), r)  # (r, r) bool
         if cfg.flip_lr and rng.random() < 0.5:
             img, m = img[:, ::-1], m[:, ::-1]
         x = normalize_hu(img, low=cfg.hu_range[0], high=cfg.hu_range[1])
-        return {"image": np.ascontiguousarray(x[None]), "mask": np.ascontiguousarray(m[None], dtype=np.float32)}
+        return {
+            "image": np.ascontiguousarray(x[None]),
+            "mask": np.ascontiguousarray(m[None], dtype=np.float32),
+        }
 
     def _mask(self, kind: str, rng: np.random.Generator):
         from scipy import ndimage
@@ -263,7 +357,11 @@ class InpaintCrops:
             c, k, label = self.organ_slices[rng.integers(len(self.organ_slices))]
             case = self.cases[c]
             organ = case.labels[k] == label
-            return (case, k, organ) if not (organ & ndimage.binary_dilation(case.lesion[k], iterations=2)).any() else None
+            return (
+                (case, k, organ)
+                if not (organ & ndimage.binary_dilation(case.lesion[k], iterations=2)).any()
+                else None
+            )
         c, k = self.any_slices[rng.integers(len(self.any_slices))]
         case = self.cases[c]
         region = case.healthy[k]

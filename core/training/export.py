@@ -32,10 +32,18 @@ def code_version() -> dict:
     import torch
 
     repo = Path(__file__).resolve().parents[2]
-    info = {"diffusers": diffusers.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    info = {
+        "diffusers": diffusers.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "core/"], cwd=repo, capture_output=True, text=True, check=True).stdout
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "core/"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout
         info["core_modified"] = bool(status.strip())
     except (OSError, subprocess.CalledProcessError):
         info["git_commit"] = "unknown"
@@ -60,7 +68,16 @@ def machine() -> str:
     return f"CPU only: {cpu}, torch using {torch.get_num_threads()} thread(s)"
 
 
-def build_card(config: TrainConfig, *, step: int, wall_time_s: float, metrics: dict, n_parameters: int, data_names: list[str], world_size: int) -> dict:
+def build_card(
+    config: TrainConfig,
+    *,
+    step: int,
+    wall_time_s: float,
+    metrics: dict,
+    n_parameters: int,
+    data_names: list[str],
+    world_size: int,
+) -> dict:
     """The model card (JSON) of a model exported at ``step``."""
     d = config.data
     trained_on = [s for s in d.sources if s.name in data_names]
@@ -87,7 +104,9 @@ def build_card(config: TrainConfig, *, step: int, wall_time_s: float, metrics: d
             "machine": machine(),
             "seed": config.seed,
             "n_parameters": n_parameters,
-            "data": [{"name": s.name, "licence": s.licence, "attribution": s.attribution} for s in trained_on],
+            "data": [
+                {"name": s.name, "licence": s.licence, "attribution": s.attribution} for s in trained_on
+            ],
             "holdout": list(d.holdout),
             "shape_library": list(d.shape_library) or "lesion masks of the training data",
             "config": to_dict(config),

@@ -27,22 +27,58 @@ def register(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    t.add_argument("--config", metavar="JSON", help="a TrainConfig JSON (e.g. a recipe or a run's config.json); flags override it")
-    t.add_argument("--data", metavar="PATH", action="append", default=[], help="training data (repeatable; see below)")
-    t.add_argument("--data-root", metavar="DIR", help="folder that relative data paths in --config and manifests are relative to")
-    t.add_argument("--holdout", metavar="NAMES", help="comma-separated source names never trained on (used for validation)")
-    t.add_argument("--mask-mix", metavar="KIND=W,...", help="mask kinds and weights, e.g. lesion=1,blob=0.5 (kinds: lesion, lesion_box, organ, box, ellipse, blob, brush, transplant)")
-    t.add_argument("--shapes", metavar="PATH", action="append", default=[], help="label maps whose tumours are transplanted as masks (e.g. KiTS case folders)")
-    t.add_argument("--licence", default="unknown", help="licence of the --data images, written to the model card")
-    t.add_argument("--attribution", default="", help="credit line for the --data images, written to the model card")
+    t.add_argument(
+        "--config",
+        metavar="JSON",
+        help="a TrainConfig JSON (e.g. a recipe or a run's config.json); flags override it",
+    )
+    t.add_argument(
+        "--data", metavar="PATH", action="append", default=[], help="training data (repeatable; see below)"
+    )
+    t.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="folder that relative data paths in --config and manifests are relative to",
+    )
+    t.add_argument(
+        "--holdout",
+        metavar="NAMES",
+        help="comma-separated source names never trained on (used for validation)",
+    )
+    t.add_argument(
+        "--mask-mix",
+        metavar="KIND=W,...",
+        help="mask kinds and weights, e.g. lesion=1,blob=0.5 (kinds: lesion, lesion_box, organ, box, ellipse, blob, brush, transplant)",
+    )
+    t.add_argument(
+        "--shapes",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="label maps whose tumours are transplanted as masks (e.g. KiTS case folders)",
+    )
+    t.add_argument(
+        "--licence", default="unknown", help="licence of the --data images, written to the model card"
+    )
+    t.add_argument(
+        "--attribution", default="", help="credit line for the --data images, written to the model card"
+    )
     t.add_argument("--out", metavar="DIR", help="run folder (created; resumed when it holds checkpoints)")
     t.add_argument("--steps", type=int, help="training steps (default 20000)")
     t.add_argument("--batch-size", type=int, help="crops per step and process (default 8)")
     t.add_argument("--lr", type=float, help="peak learning rate (default 2e-4)")
     t.add_argument("--seed", type=int, help="seed of weights, data order and noise (default 0)")
     t.add_argument("--resolution", type=int, help="model input side in pixels (default 64)")
-    t.add_argument("--hu-range", metavar="NAME|LOW,HIGH", help="model HU window: wide (default, -1000..1000), soft_tissue, lung, or LOW,HIGH")
-    t.add_argument("--loss-region", choices=("mask", "crop"), help="average the loss over the mask (default) or the whole crop")
+    t.add_argument(
+        "--hu-range",
+        metavar="NAME|LOW,HIGH",
+        help="model HU window: wide (default, -1000..1000), soft_tissue, lung, or LOW,HIGH",
+    )
+    t.add_argument(
+        "--loss-region",
+        choices=("mask", "crop"),
+        help="average the loss over the mask (default) or the whole crop",
+    )
     t.add_argument("--threads", type=int, help="torch CPU threads (0 = all; use 1-2 on a shared machine)")
     t.add_argument("--sample-every", type=int, help="steps between sample grids")
     t.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
@@ -72,7 +108,11 @@ def config_from_args(args: argparse.Namespace):
     if root is not None:
         sources = tuple(replace(s, image=rooted(s.image), labels=rooted(s.labels)) for s in cfg.data.sources)
         cfg = replace(cfg, data=replace(cfg.data, sources=sources))
-    found = [s for path in args.data for s in discover_sources(path, root=root, licence=args.licence, attribution=args.attribution)]
+    found = [
+        s
+        for path in args.data
+        for s in discover_sources(path, root=root, licence=args.licence, attribution=args.attribution)
+    ]
     data = cfg.data
     if found:
         data = replace(data, sources=data.sources + tuple(found))
@@ -80,12 +120,18 @@ def config_from_args(args: argparse.Namespace):
         data = replace(data, holdout=tuple(n.strip() for n in args.holdout.split(",") if n.strip()))
         unknown = sorted(set(data.holdout) - {s.name for s in data.sources})
         if unknown:
-            raise InputError(f"--holdout names {unknown} match no data source; sources are {[s.name for s in data.sources]}")
+            raise InputError(
+                f"--holdout names {unknown} match no data source; sources are {[s.name for s in data.sources]}"
+            )
     if args.mask_mix:
         try:
-            mix = tuple((k.strip(), float(w)) for k, w in (item.split("=") for item in args.mask_mix.split(",")))
+            mix = tuple(
+                (k.strip(), float(w)) for k, w in (item.split("=") for item in args.mask_mix.split(","))
+            )
         except ValueError:
-            raise InputError(f"--mask-mix {args.mask_mix!r}: write KIND=WEIGHT pairs separated by commas, e.g. lesion=1,blob=0.5") from None
+            raise InputError(
+                f"--mask-mix {args.mask_mix!r}: write KIND=WEIGHT pairs separated by commas, e.g. lesion=1,blob=0.5"
+            ) from None
         data = replace(data, mask_mix=mix)
     if args.shapes:
         data = replace(data, shape_library=tuple(args.shapes))
@@ -96,7 +142,9 @@ def config_from_args(args: argparse.Namespace):
             try:
                 low, high = (float(v) for v in args.hu_range.split(","))
             except ValueError:
-                raise InputError(f"--hu-range {args.hu_range!r}: give one of {list(NAMED_RANGES)} or LOW,HIGH in HU") from None
+                raise InputError(
+                    f"--hu-range {args.hu_range!r}: give one of {list(NAMED_RANGES)} or LOW,HIGH in HU"
+                ) from None
             data = replace(data, hu_range=(low, high))
     model = cfg.model if args.resolution is None else replace(cfg.model, resolution=args.resolution)
     overrides = {

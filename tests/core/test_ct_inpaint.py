@@ -11,7 +11,15 @@ import pytest
 from core.errors import InputError
 from core.pipelines.ct_inpaint import CTInpaintPipeline
 
-def make_tiny_model(path: Path, *, seed: int = 0, conditioning: str = "content", resolution: int = 16, hu_range=(-1000.0, 1000.0)) -> Path:
+
+def make_tiny_model(
+    path: Path,
+    *,
+    seed: int = 0,
+    conditioning: str = "content",
+    resolution: int = 16,
+    hu_range=(-1000.0, 1000.0),
+) -> Path:
     """A random 3-in/1-out UNet2DModel model folder (~0.2M parameters) with a model card."""
     import torch
 
@@ -20,10 +28,24 @@ def make_tiny_model(path: Path, *, seed: int = 0, conditioning: str = "content",
     from core.training.train_inpaint import build_noise_scheduler, build_unet
 
     torch.manual_seed(seed)
-    mc = ModelConfig(resolution=resolution, block_out_channels=(16, 32), attention_levels=(False, True), norm_num_groups=8, conditioning=conditioning)
+    mc = ModelConfig(
+        resolution=resolution,
+        block_out_channels=(16, 32),
+        attention_levels=(False, True),
+        norm_num_groups=8,
+        conditioning=conditioning,
+    )
     unet = build_unet(mc)
     cfg = TrainConfig(model=mc, data=DataConfig(hu_range=hu_range), model_name=f"tiny-{seed}")
-    card = build_card(cfg, step=0, wall_time_s=0.0, metrics={}, n_parameters=sum(p.numel() for p in unet.parameters()), data_names=[], world_size=1)
+    card = build_card(
+        cfg,
+        step=0,
+        wall_time_s=0.0,
+        metrics={},
+        n_parameters=sum(p.numel() for p in unet.parameters()),
+        data_names=[],
+        world_size=1,
+    )
     return export_model(unet, build_noise_scheduler(mc), card, path)
 
 
@@ -31,7 +53,9 @@ def ct_slice(rows: int = 48, cols: int = 56, seed: int = 0) -> np.ndarray:
     """An integer-valued HU slice: air, a soft-tissue body, a bright 'bone' beyond the model's range."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:rows, :cols]
-    img = np.where(((yy - rows / 2) / (rows * 0.45)) ** 2 + ((xx - cols / 2) / (cols * 0.45)) ** 2 < 1, 40.0, -1000.0)
+    img = np.where(
+        ((yy - rows / 2) / (rows * 0.45)) ** 2 + ((xx - cols / 2) / (cols * 0.45)) ** 2 < 1, 40.0, -1000.0
+    )
     img += rng.normal(0, 15, img.shape)
     img[20:24, 26:30] = 1800.0  # outside [-1000, 1000]: must survive where not masked
     return np.rint(img).astype(np.float32)
@@ -86,7 +110,16 @@ def test_samplers_differ_and_content_classes_matter(pipe: CTInpaintPipeline) -> 
 def test_repaint_resampling_runs_more_unet_evaluations(pipe: CTInpaintPipeline) -> None:
     img, mask = ct_slice(), square_mask()
     calls = []
-    out = pipe(img, mask, num_inference_steps=4, sampler="repaint", jump_length=2, jump_n_sample=2, seed=3, callback=lambda d, t: calls.append((d, t)))
+    out = pipe(
+        img,
+        mask,
+        num_inference_steps=4,
+        sampler="repaint",
+        jump_length=2,
+        jump_n_sample=2,
+        seed=3,
+        callback=lambda d, t: calls.append((d, t)),
+    )
     assert np.array_equal(out.image[~mask], img[~mask])
     expected = pipe.unet_evaluations(4, "repaint", 2, 2)
     assert expected > 4  # resampling re-runs steps
@@ -105,7 +138,9 @@ def test_several_samples_give_a_std_map_zero_outside_the_mask(pipe: CTInpaintPip
     np.testing.assert_allclose(out.mean[mask], out.images.mean(0)[mask], rtol=1e-5, atol=1e-3)
     # a sample does not depend on the others in its batch
     single = pipe(img, mask, num_inference_steps=2, sampler="ddim", seed=11)
-    np.testing.assert_allclose(single.image, out.images[1], atol=0.05)  # HU; batched convolutions round differently
+    np.testing.assert_allclose(
+        single.image, out.images[1], atol=0.05
+    )  # HU; batched convolutions round differently
 
 
 def test_ensemble_of_checkpoints(model_dir: Path, tmp_path: Path) -> None:
@@ -161,4 +196,3 @@ def test_bad_requests_raise_input_errors(pipe: CTInpaintPipeline, tmp_path: Path
     (tmp_path / "plain" / "unet" / "config.json").write_text(json.dumps({**cfg, "in_channels": 4}))
     with pytest.raises(InputError, match="3 input channels"):
         CTInpaintPipeline.from_pretrained(tmp_path / "plain")
-

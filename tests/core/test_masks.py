@@ -29,7 +29,14 @@ from core.masks import (
     tumor_mask,
     validate_mask,
 )
-from core.pipelines.crops import crop_box, extract, image_to_model, mask_to_model, model_to_image, paste_region
+from core.pipelines.crops import (
+    crop_box,
+    extract,
+    image_to_model,
+    mask_to_model,
+    model_to_image,
+    paste_region,
+)
 
 
 def _labels() -> LabelMap:
@@ -131,7 +138,9 @@ def test_kits_tumours_transplant_into_a_real_liver(shared_data: Path) -> None:
     vol = load_volume(base / "example_ct.nii.gz", labels=base / "example_seg" / "liver.nii.gz")
     liver = vol.labels.array > 0  # the one binary mask (its label name comes from labels.json ids)
     k = int(np.argmax(liver.sum((1, 2))))
-    placed = TransplantTumor(tuple(shapes))(liver[k].shape, np.random.default_rng(0), region=liver[k], spacing=vol.spacing[1:])
+    placed = TransplantTumor(tuple(shapes))(
+        liver[k].shape, np.random.default_rng(0), region=liver[k], spacing=vol.spacing[1:]
+    )
     assert placed is not None and placed.any() and not (placed & ~liver[k]).any()
 
 
@@ -186,7 +195,9 @@ def test_crops_are_native_for_lesions_and_scaled_for_organs() -> None:
     assert crop[0, 0] == img[0, 0]  # edge padding
     assert not extract(img > 1e9, tiny, fill_value=False).any()
     native = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
-    assert np.array_equal(image_to_model(native, 64), native) and np.array_equal(model_to_image(native, 64), native)
+    assert np.array_equal(image_to_model(native, 64), native) and np.array_equal(
+        model_to_image(native, 64), native
+    )
     down = image_to_model(np.full((128, 128), 40.0), 64)
     assert down.shape == (64, 64) and np.allclose(down, 40.0)
     m = np.zeros((128, 128), bool)

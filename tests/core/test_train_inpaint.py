@@ -12,10 +12,22 @@ import numpy as np
 import pytest
 
 from core.errors import InputError
-from core.training.config import DataConfig, DataSource, ModelConfig, TrainConfig, from_dict, load_config, save_config, to_dict, validate
+from core.training.config import (
+    DataConfig,
+    DataSource,
+    ModelConfig,
+    TrainConfig,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+    validate,
+)
 from core.training.data import InpaintCrops, StepIndices, discover_sources, load_cases
 
-TINY_MODEL = ModelConfig(resolution=16, block_out_channels=(16, 32), attention_levels=(False, True), norm_num_groups=8)
+TINY_MODEL = ModelConfig(
+    resolution=16, block_out_channels=(16, 32), attention_levels=(False, True), norm_num_groups=8
+)
 
 
 def make_case(folder: Path, *, seed: int = 0, layout: str = "kits") -> Path:
@@ -26,13 +38,25 @@ def make_case(folder: Path, *, seed: int = 0, layout: str = "kits") -> Path:
     body = ((y - 32) / 28.0) ** 2 + ((x - 32) / 26.0) ** 2 < 1
     organ = ((y - 30) / 14.0) ** 2 + ((x - 34) / 12.0) ** 2 < 1
     tumour = (((y - 30) / 5.0) ** 2 + ((x - 36) / 4.0) ** 2 < 1) & (z >= 2) & (z <= 5)
-    hu = np.where(body, 20.0, -1000.0) + np.where(organ, 80.0, 0.0) - np.where(tumour, 60.0, 0.0) + rng.normal(0, 10, body.shape)
+    hu = (
+        np.where(body, 20.0, -1000.0)
+        + np.where(organ, 80.0, 0.0)
+        - np.where(tumour, 60.0, 0.0)
+        + rng.normal(0, 10, body.shape)
+    )
     labels = np.where(tumour, 2, np.where(organ, 1, 0)).astype(np.uint8)
-    to_file = lambda a: np.ascontiguousarray(a.transpose(2, 1, 0))  # noqa: E731  (z, y, x) -> (x, y, z)
+    to_file = lambda a: np.ascontiguousarray(a.transpose(2, 1, 0))
     affine = np.diag([-1.0, -1.0, 2.0, 1.0])  # LPS voxel axes, like our canonical order
-    names = ("imaging.nii.gz", "segmentation.nii.gz") if layout == "kits" else ("CT_image.nii.gz", "CT_mask.nii.gz")
+    names = (
+        ("imaging.nii.gz", "segmentation.nii.gz")
+        if layout == "kits"
+        else ("CT_image.nii.gz", "CT_mask.nii.gz")
+    )
     nib.save(nib.Nifti1Image(to_file(hu.astype(np.float32)), affine), str(folder / names[0]))
-    nib.save(nib.Nifti1Image(to_file(labels if layout == "kits" else (labels == 2).astype(np.uint8)), affine), str(folder / names[1]))
+    nib.save(
+        nib.Nifti1Image(to_file(labels if layout == "kits" else (labels == 2).astype(np.uint8)), affine),
+        str(folder / names[1]),
+    )
     return folder
 
 
@@ -46,13 +70,38 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def tiny_config(out: Path, sources, **kw) -> TrainConfig:
-    data = DataConfig(sources=tuple(sources), mask_mix=(("lesion", 1.0), ("lesion_box", 1.0), ("organ", 1.0), ("box", 1.0), ("transplant", 1.0), ("blob", 1.0), ("ellipse", 1.0), ("brush", 1.0)))
-    base = TrainConfig(out_dir=str(out), model=TINY_MODEL, data=data, steps=4, batch_size=2, warmup_steps=1, sample_every=2, checkpoint_every=2, sample_steps=2, num_threads=1)
+    data = DataConfig(
+        sources=tuple(sources),
+        mask_mix=(
+            ("lesion", 1.0),
+            ("lesion_box", 1.0),
+            ("organ", 1.0),
+            ("box", 1.0),
+            ("transplant", 1.0),
+            ("blob", 1.0),
+            ("ellipse", 1.0),
+            ("brush", 1.0),
+        ),
+    )
+    base = TrainConfig(
+        out_dir=str(out),
+        model=TINY_MODEL,
+        data=data,
+        steps=4,
+        batch_size=2,
+        warmup_steps=1,
+        sample_every=2,
+        checkpoint_every=2,
+        sample_steps=2,
+        num_threads=1,
+    )
     return replace(base, **kw)
 
 
 def test_config_round_trips_through_json_and_rejects_mistakes(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path / "run", [DataSource("a.nii.gz", "b.nii.gz", "a", ("tumor",), "CC BY 4.0", "someone")])
+    cfg = tiny_config(
+        tmp_path / "run", [DataSource("a.nii.gz", "b.nii.gz", "a", ("tumor",), "CC BY 4.0", "someone")]
+    )
     save_config(cfg, tmp_path / "c.json")
     assert load_config(tmp_path / "c.json") == cfg
     with pytest.raises(InputError, match=r"unknown key\(s\) \['stepz'\]"):
@@ -72,10 +121,26 @@ def test_sources_are_found_in_every_layout(data_root: Path, tmp_path: Path) -> N
     found = discover_sources(data_root, licence="CC0")
     assert sorted(s.name for s in found) == ["case_a", "case_b", "sts_like"]
     pair = next(s for s in found if s.name == "sts_like")
-    assert pair.labels.endswith("CT_mask.nii.gz") and pair.lesion_labels == ("CT_mask",) and pair.licence == "CC0"
+    assert (
+        pair.labels.endswith("CT_mask.nii.gz")
+        and pair.lesion_labels == ("CT_mask",)
+        and pair.licence == "CC0"
+    )
     assert discover_sources(data_root / "sts_like" / "CT_image.nii.gz")[0].lesion_labels == ("CT_mask",)
     manifest = tmp_path / "m.json"
-    manifest.write_text(json.dumps({"sources": [{"image": "case_a/imaging.nii.gz", "labels": "case_a/segmentation.nii.gz", "licence": "CC BY 4.0"}]}))
+    manifest.write_text(
+        json.dumps(
+            {
+                "sources": [
+                    {
+                        "image": "case_a/imaging.nii.gz",
+                        "labels": "case_a/segmentation.nii.gz",
+                        "licence": "CC BY 4.0",
+                    }
+                ]
+            }
+        )
+    )
     (src,) = discover_sources(manifest, root=data_root)
     assert Path(src.image).is_file() and src.licence == "CC BY 4.0" and src.name == "imaging"
     (tmp_path / "empty").mkdir()
@@ -138,11 +203,19 @@ def test_masked_loss_ignores_pixels_outside_the_mask() -> None:
     mask[:, :, 4:10, 4:10] = 1
     noise, t, content = torch.randn(2, 1, 16, 16), torch.tensor([10, 500]), torch.tensor([0, 1])
     with torch.no_grad():
-        base = diffusion_loss(unet, sched, image, mask, content, noise, t, loss_region="mask", conditioning="content")
+        base = diffusion_loss(
+            unet, sched, image, mask, content, noise, t, loss_region="mask", conditioning="content"
+        )
         # the same prediction by hand: the masked loss is the squared error averaged over mask pixels only
-        pred = unet(torch.cat([sched.add_noise(image, noise, t), image * (1 - mask), mask], 1), t, class_labels=content).sample
+        pred = unet(
+            torch.cat([sched.add_noise(image, noise, t), image * (1 - mask), mask], 1),
+            t,
+            class_labels=content,
+        ).sample
         expected = (((pred - noise) ** 2) * mask).sum() / mask.sum()
-        crop = diffusion_loss(unet, sched, image, mask, content, noise, t, loss_region="crop", conditioning="content")
+        crop = diffusion_loss(
+            unet, sched, image, mask, content, noise, t, loss_region="crop", conditioning="content"
+        )
     assert float(base) == pytest.approx(float(expected), rel=1e-5)
     assert float(crop) == pytest.approx(float(((pred - noise) ** 2).mean()), rel=1e-5)
 
@@ -153,8 +226,13 @@ def test_training_writes_a_model_and_a_resumed_run_continues_exactly(data_root: 
     from core.pipelines.ct_inpaint import CTInpaintPipeline
     from core.training.train_inpaint import train
 
-    sources = [replace(s, licence="CC BY 4.0", attribution="synthetic test case") for s in discover_sources(data_root)]
-    cfg = tiny_config(tmp_path / "run", sources, data=replace(tiny_config(tmp_path, sources).data, holdout=("case_b",)))
+    sources = [
+        replace(s, licence="CC BY 4.0", attribution="synthetic test case")
+        for s in discover_sources(data_root)
+    ]
+    cfg = tiny_config(
+        tmp_path / "run", sources, data=replace(tiny_config(tmp_path, sources).data, holdout=("case_b",))
+    )
     model = train(cfg, progress=False)
     out = Path(cfg.out_dir)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
@@ -162,9 +240,20 @@ def test_training_writes_a_model_and_a_resumed_run_continues_exactly(data_root: 
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3, 4] and any("val_loss" in x for x in lines)
     card = json.loads((model / "model_card.json").read_text())
-    assert card["training"]["steps"] == 4 and card["training"]["seed"] == 0 and card["training"]["holdout"] == ["case_b"]
-    assert sorted(d["name"] for d in card["training"]["data"]) == ["case_a", "sts_like"]  # the held-out case is not listed
-    assert card["licences"] == ["CC BY 4.0"] and card["inputs"]["hu_range"] == [-1000.0, 1000.0] and card["inputs"]["resolution"] == 16
+    assert (
+        card["training"]["steps"] == 4
+        and card["training"]["seed"] == 0
+        and card["training"]["holdout"] == ["case_b"]
+    )
+    assert sorted(d["name"] for d in card["training"]["data"]) == [
+        "case_a",
+        "sts_like",
+    ]  # the held-out case is not listed
+    assert (
+        card["licences"] == ["CC BY 4.0"]
+        and card["inputs"]["hu_range"] == [-1000.0, 1000.0]
+        and card["inputs"]["resolution"] == 16
+    )
     assert card["code_version"]["git_commit"] and card["training"]["wall_time_s"] > 0
     pipe = CTInpaintPipeline.from_pretrained(model)
     assert pipe.resolution == 16 and pipe.content_classes == ("tissue", "lesion")
@@ -180,7 +269,9 @@ def test_training_writes_a_model_and_a_resumed_run_continues_exactly(data_root: 
     assert not all(np.array_equal(weights[k].numpy(), reseeded[k].numpy()) for k in weights)
 
 
-def test_a_run_can_be_finished_at_a_checkpoint_and_equals_a_shorter_run(data_root: Path, tmp_path: Path) -> None:
+def test_a_run_can_be_finished_at_a_checkpoint_and_equals_a_shorter_run(
+    data_root: Path, tmp_path: Path
+) -> None:
     """With a constant learning rate, a run stopped at step 2 and finished there equals a 2-step run."""
     from safetensors.torch import load_file
 

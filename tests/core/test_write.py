@@ -90,9 +90,14 @@ def test_dicom_series_is_written_as_a_derived_synthetic_series(tmp_path: Path) -
     for path in out.iterdir():
         ds = pydicom.dcmread(path)
         orig = pydicom.dcmread(src / path.name)
-        assert ds.SOPInstanceUID not in originals and ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        assert (
+            ds.SOPInstanceUID not in originals
+            and ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        )
         assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"] and SYNTHETIC_TAG in ds.ImageType
-        assert ds.SeriesDescription.startswith(SYNTHETIC_TAG) and "synthetic" in ds.DerivationDescription.lower()
+        assert (
+            ds.SeriesDescription.startswith(SYNTHETIC_TAG) and "synthetic" in ds.DerivationDescription.lower()
+        )
         assert ds.ContentQualification == "RESEARCH"
         assert ds.StudyInstanceUID == orig.StudyInstanceUID
         assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == orig.SOPInstanceUID
@@ -119,7 +124,9 @@ def test_mask_nifti_lines_up_with_the_volume(tmp_path: Path) -> None:
     assert np.array_equal(read_label_map(path, reference=vol).array > 0, m)
     dicom = load_volume(make_dicom_series(tmp_path / "dcm"))
     _, m2 = _edit(dicom, 2)
-    assert np.array_equal(read_label_map(write_mask_nifti(m2, dicom, tmp_path / "m2.nii.gz"), reference=dicom).array > 0, m2)
+    assert np.array_equal(
+        read_label_map(write_mask_nifti(m2, dicom, tmp_path / "m2.nii.gz"), reference=dicom).array > 0, m2
+    )
 
 
 def test_shape_mismatch_is_refused(tmp_path: Path) -> None:
