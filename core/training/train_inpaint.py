@@ -6,20 +6,19 @@ Runs unchanged on CPU, one GPU or several::
     synthdx train inpaint --config core/training/recipes/ct_inpaint_demo.json --data-root ../shared/data --out runs/demo
     accelerate launch -m core.training.train_inpaint runs/demo/config.json   # several GPUs
 
-A run folder holds ``config.json``, ``metrics.jsonl`` (loss per step, validation loss),
-``samples/step_NNNNNN.png`` (masked input | sample | truth for fixed validation crops),
-``checkpoints/step_NNNNNN/`` (accelerate state + EMA, resumable) and ``model/`` (the EMA
-weights as a model folder, see ``core.training.export``). Rerunning with the same
-``out_dir`` resumes from the newest checkpoint with the same data order and noise.
+The loop (accelerate, EMA, checkpoints, exact resume) is ``core.training.loop``; this
+module supplies the task: masked crops, the masked noise MSE, sample grids and the model
+folder. A run folder holds ``config.json``, ``metrics.jsonl`` (loss per step, validation
+loss), ``samples/step_NNNNNN.png`` (masked input | sample | truth for fixed validation
+crops), ``checkpoints/step_NNNNNN/`` (accelerate state + EMA, resumable) and ``model/``
+(the EMA weights as a model folder, see ``core.training.export``). Rerunning with the
+same ``out_dir`` resumes from the newest checkpoint with the same data order and noise.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -54,14 +53,21 @@ def build_unet(model):
 def build_noise_scheduler(model):
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=model.num_train_timesteps, beta_schedule=model.beta_schedule, prediction_type=model.prediction_type, clip_sample=True)
+    return DDPMScheduler(
+        num_train_timesteps=model.num_train_timesteps,
+        beta_schedule=model.beta_schedule,
+        prediction_type=model.prediction_type,
+        clip_sample=True,
+    )
 
 
 def _batch_to(batch: dict, device):
     return batch["image"].to(device), batch["mask"].to(device), batch["content"].to(device)
 
 
-def diffusion_loss(unet, scheduler, image, mask, content, noise, timesteps, *, loss_region: str, conditioning: str):
+def diffusion_loss(
+    unet, scheduler, image, mask, content, noise, timesteps, *, loss_region: str, conditioning: str
+):
     """MSE between the UNet's prediction and its target (noise, or v), averaged over the mask or the crop.
 
     Args:
@@ -73,7 +79,11 @@ def diffusion_loss(unet, scheduler, image, mask, content, noise, timesteps, *, l
     noisy = scheduler.add_noise(image, noise, timesteps)
     inputs = torch_cat([noisy, image * (1 - mask), mask])
     pred = unet(inputs, timesteps, class_labels=content if conditioning == "content" else None).sample
-    target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(image, noise, timesteps)
+    target = (
+        noise
+        if scheduler.config.prediction_type == "epsilon"
+        else scheduler.get_velocity(image, noise, timesteps)
+    )
     err = F.mse_loss(pred.float(), target.float(), reduction="none")
     if loss_region == "crop":
         return err.mean()
@@ -86,6 +96,85 @@ def torch_cat(tensors):
     return torch.cat(tensors, dim=1)
 
 
+class InpaintTask:
+    """The inpainting UNet as a ``core.training.loop.Task``: masked crops, masked noise MSE, grids, model folders."""
+
+    description = "train inpaint"
+
+    def __init__(self, config: TrainConfig):
+        from core.training.data import InpaintCrops, load_cases, load_shape_library
+
+        self.config = config
+        d = config.data
+        train_sources = tuple(s for s in d.sources if s.name not in d.holdout)
+        self.held = tuple(s for s in d.sources if s.name in d.holdout)
+        self.cases = load_cases(train_sources, border_px=d.border_px)
+        shapes = load_shape_library(d.shape_library, label=d.shape_label) if d.shape_library else None
+        self.data = InpaintCrops(
+            self.cases, d, resolution=config.model.resolution, seed=config.seed, shapes=shapes
+        )
+        val_cases = load_cases(self.held, border_px=d.border_px) if self.held else self.cases
+        # Validation crops: lesions (when the hold-out has any) and blobs in tissue, at fixed seeds.
+        val_mix = (
+            (("lesion", 1.0), ("blob", 1.0)) if any(c.lesion.any() for c in val_cases) else (("blob", 1.0),)
+        )
+        val_data = InpaintCrops(
+            val_cases,
+            replace(d, mask_mix=val_mix),
+            resolution=config.model.resolution,
+            seed=config.seed + 1,
+            shapes=list(self.data.shapes),
+        )
+        self.val_items = [val_data[i] for i in range(_VAL_EXAMPLES)]
+        self.noise_scheduler = build_noise_scheduler(config.model)
+
+    def build(self, device):
+        return build_unet(self.config.model)
+
+    def dataset(self):
+        return self.data
+
+    def summary(self) -> str:
+        return f"{len(self.cases)} training cases ({len(self.data.lesion_slices)} lesion slices), {len(self.held)} held out"
+
+    def loss(self, unet, batch: dict, gen, device):
+        import torch
+
+        image, mask, content = _batch_to(batch, device)
+        noise = torch.randn(image.shape, generator=gen).to(device)
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (image.shape[0],), generator=gen
+        ).to(device)
+        return diffusion_loss(
+            unet,
+            self.noise_scheduler,
+            image,
+            mask,
+            content,
+            noise,
+            timesteps,
+            loss_region=self.config.loss_region,
+            conditioning=self.config.model.conditioning,
+        )
+
+    def validate(self, unet, step: int, png: Path, device) -> dict:
+        return _validate(unet, self.noise_scheduler, self.val_items, self.config, png, device)
+
+    def export(self, unet, info, out: Path) -> None:
+        from core.training.export import build_card, export_model
+
+        card = build_card(
+            self.config,
+            step=info.step,
+            wall_time_s=info.wall_time_s,
+            metrics=info.metrics,
+            n_parameters=info.n_parameters,
+            data_names=[c.source.name for c in self.cases],
+            world_size=info.world_size,
+        )
+        export_model(unet, self.noise_scheduler, card, out)
+
+
 def train(config: TrainConfig, *, progress: bool = True) -> Path:
     """Train (or resume) a run; returns the exported model folder ``<out_dir>/model``.
 
@@ -93,134 +182,13 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         config: the run; ``config.out_dir`` is created, and resumed from when it holds checkpoints.
         progress: show a tqdm bar (main process only).
     """
-    import torch
-    from accelerate import Accelerator
-    from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
+    from core.training.loop import LoopSettings, run_loop
 
-    from core.training.data import InpaintCrops, StepIndices, load_cases, load_shape_library
-    from core.training.export import build_card, export_model
-
-    # 1. Check the config, set up processes and threads
     validate(config)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    acc = Accelerator(mixed_precision=config.mixed_precision)
     out = Path(config.out_dir)
-    if acc.is_main_process:
-        (out / "samples").mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.json")
-    torch.manual_seed(config.seed)  # weight init only; data and noise have their own seeds
-
-    # 2. Data: training cases, hold-out cases for validation
-    d = config.data
-    train_sources = tuple(s for s in d.sources if s.name not in d.holdout)
-    held = tuple(s for s in d.sources if s.name in d.holdout)
-    cases = load_cases(train_sources, border_px=d.border_px)
-    shapes = load_shape_library(d.shape_library, label=d.shape_label) if d.shape_library else None
-    dataset = InpaintCrops(cases, d, resolution=config.model.resolution, seed=config.seed, shapes=shapes)
-    val_cases = load_cases(held, border_px=d.border_px) if held else cases
-    # Validation crops: lesions (when the hold-out has any) and blobs in tissue, at fixed seeds.
-    val_mix = (("lesion", 1.0), ("blob", 1.0)) if any(c.lesion.any() for c in val_cases) else (("blob", 1.0),)
-    val_data = InpaintCrops(val_cases, replace(d, mask_mix=val_mix), resolution=config.model.resolution, seed=config.seed + 1, shapes=list(dataset.shapes))
-    val_items = [val_data[i] for i in range(_VAL_EXAMPLES)]
-
-    # 3. Model, EMA, optimiser, learning-rate schedule
-    unet = build_unet(config.model)
-    noise_scheduler = build_noise_scheduler(config.model)
-    ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=3 / 4, model_cls=type(unet), model_config=unet.config)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    schedule = {"cosine": "cosine", "constant": "constant_with_warmup"}[config.lr_schedule]
-    lr_sched = get_scheduler(schedule, optimizer, num_warmup_steps=config.warmup_steps * acc.num_processes, num_training_steps=config.steps * acc.num_processes)
-    unet, optimizer, lr_sched = acc.prepare(unet, optimizer, lr_sched)
-    ema.to(acc.device)
-    acc.register_for_checkpointing(ema)
-
-    # 4. Resume from the newest checkpoint
-    step, elapsed = 0, 0.0
-    ckpts = sorted((out / "checkpoints").glob("step_*")) if (out / "checkpoints").is_dir() else []
-    if ckpts:
-        acc.load_state(str(ckpts[-1]))
-        state = json.loads((ckpts[-1] / "progress.json").read_text())
-        step, elapsed = int(state["step"]), float(state["elapsed_s"])
-        acc.print(f"resumed from {ckpts[-1]} at step {step}")
-    n_params = sum(p.numel() for p in acc.unwrap_model(unet).parameters())
-    acc.print(f"{n_params / 1e6:.2f}M parameters; {len(cases)} training cases ({len(dataset.lesion_slices)} lesion slices), {len(held)} held out")
-
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        sampler=StepIndices(start=step, steps=config.steps, batch_size=config.batch_size, rank=acc.process_index, world=acc.num_processes),
-        num_workers=config.dataloader_workers,
-    )
-
-    saved = [step]
-
-    def save(step_now: int, metrics: dict) -> None:
-        """Resumable checkpoint + exported EMA model folder."""
-        saved.append(step_now)
-        ckpt = out / "checkpoints" / f"step_{step_now:06d}"
-        acc.save_state(str(ckpt))
-        if acc.is_main_process:
-            (ckpt / "progress.json").write_text(json.dumps({"step": step_now, "elapsed_s": elapsed + time.time() - t0}))
-            for old in sorted((out / "checkpoints").glob("step_*"))[: -config.keep_checkpoints]:
-                shutil.rmtree(old)
-            ema_unet = ema_copy()
-            card = build_card(config, step=step_now, wall_time_s=elapsed + time.time() - t0, metrics=metrics, n_parameters=n_params, data_names=[c.source.name for c in cases], world_size=acc.num_processes)
-            export_model(ema_unet, noise_scheduler, card, out / "model")
-
-    def ema_copy():
-        model = build_unet(config.model).to(acc.device)
-        ema.copy_to(model.parameters())
-        return model.eval()
-
-    def validate_now(loss_avg: float | None) -> dict:
-        if not acc.is_main_process:
-            return {}
-        metrics = {"step": step, **({"train_loss_ema": round(loss_avg, 5)} if loss_avg is not None else {})}
-        metrics.update(_validate(ema_copy(), noise_scheduler, val_items, config, out / "samples" / f"step_{step:06d}.png", acc.device))
-        with open(out / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(metrics) + "\n")
-        return metrics
-
-    # 5. Training loop
-    t0, metrics, loss_avg = time.time(), {}, None
-    bar = tqdm(total=config.steps, initial=step, disable=not (progress and acc.is_local_main_process), desc="train inpaint", dynamic_ncols=True, file=sys.stdout)
-    unet.train()
-    for batch in loader:
-        image, mask, content = _batch_to(batch, acc.device)
-        # Noise and timesteps from (seed, step, rank): a resumed run draws exactly the same.
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, step, acc.process_index]).generate_state(1)[0]))
-        noise = torch.randn(image.shape, generator=gen).to(acc.device)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (image.shape[0],), generator=gen).to(acc.device)
-        with acc.accumulate(unet):
-            loss = diffusion_loss(unet, noise_scheduler, image, mask, content, noise, timesteps, loss_region=config.loss_region, conditioning=config.model.conditioning)
-            acc.backward(loss)
-            if acc.sync_gradients:
-                acc.clip_grad_norm_(unet.parameters(), 1.0)
-            optimizer.step()
-            lr_sched.step()
-            optimizer.zero_grad(set_to_none=True)
-        ema.step(unet.parameters())
-        step += 1
-        value = float(acc.gather(loss.detach()).mean())
-        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_avg:.4f}", lr=f"{lr_sched.get_last_lr()[0]:.1e}")
-        if acc.is_main_process:
-            with open(out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps({"step": step, "loss": round(value, 6), "lr": lr_sched.get_last_lr()[0], "time_s": round(elapsed + time.time() - t0, 2)}) + "\n")
-        if step % config.sample_every == 0 or step == config.steps:
-            metrics = validate_now(loss_avg)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save(step, metrics)
-    bar.close()
-    if saved[-1] != step or len(saved) == 1:
-        # Resumed at the end (e.g. rerun with steps = a checkpoint's step to finish a run there): export it.
-        save(step, validate_now(loss_avg))
-    acc.wait_for_everyone()
-    return out / "model"
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.json")
+    return run_loop(InpaintTask(config), LoopSettings.from_config(config), progress=progress)
 
 
 def _validate(ema_unet, noise_scheduler, items, config: TrainConfig, png: Path, device) -> dict:
@@ -239,18 +207,45 @@ def _validate(ema_unet, noise_scheduler, items, config: TrainConfig, png: Path, 
         for t in _VAL_TIMESTEPS:
             noise = torch.randn(image.shape, generator=gen).to(device)
             ts = torch.full((image.shape[0],), t, dtype=torch.long, device=device)
-            losses.append(float(diffusion_loss(ema_unet, noise_scheduler, image, mask, content, noise, ts, loss_region="mask", conditioning=config.model.conditioning)))
-    spec = ModelSpec(Path(config.out_dir), config.model_name, "training", config.model.resolution, config.data.hu_range, 0.5, ("tissue", "lesion") if config.model.conditioning == "content" else ())
+            losses.append(
+                float(
+                    diffusion_loss(
+                        ema_unet,
+                        noise_scheduler,
+                        image,
+                        mask,
+                        content,
+                        noise,
+                        ts,
+                        loss_region="mask",
+                        conditioning=config.model.conditioning,
+                    )
+                )
+            )
+    spec = ModelSpec(
+        Path(config.out_dir),
+        config.model_name,
+        "training",
+        config.model.resolution,
+        config.data.hu_range,
+        0.5,
+        ("tissue", "lesion") if config.model.conditioning == "content" else (),
+    )
     pipe = CTInpaintPipeline([ema_unet], [spec], dict(noise_scheduler.config))
     gens = [torch.Generator().manual_seed(i) for i in range(len(items))]
     labels = content if config.model.conditioning == "content" else None
     sample = pipe.denoise(image, mask, labels, gens, num_inference_steps=config.sample_steps, sampler="ddim")
     save_grid(image.cpu().numpy(), mask.cpu().numpy(), sample.cpu().numpy(), config.data.hu_range, png)
     err_hu = (sample - image).abs() * (config.data.hu_range[1] - config.data.hu_range[0]) / 2
-    return {"val_loss": round(float(np.mean(losses)), 5), "val_mae_hu_in_mask": round(float((err_hu * mask).sum() / mask.sum()), 1)}
+    return {
+        "val_loss": round(float(np.mean(losses)), 5),
+        "val_mae_hu_in_mask": round(float((err_hu * mask).sum() / mask.sum()), 1),
+    }
 
 
-def save_grid(image: np.ndarray, mask: np.ndarray, sample: np.ndarray, hu_range, png: Path, *, window=(-160.0, 240.0)) -> None:
+def save_grid(
+    image: np.ndarray, mask: np.ndarray, sample: np.ndarray, hu_range, png: Path, *, window=(-160.0, 240.0)
+) -> None:
     """Rows of (masked input, sample, truth) crops in a soft-tissue window; inputs (b, 1, r, r) in [-1, 1]."""
     from PIL import Image
 
@@ -258,7 +253,9 @@ def save_grid(image: np.ndarray, mask: np.ndarray, sample: np.ndarray, hu_range,
     from core.windowing import apply_window
 
     def show(x):
-        return apply_window(denormalize_hu(x[:, 0], low=hu_range[0], high=hu_range[1]), low=window[0], high=window[1])
+        return apply_window(
+            denormalize_hu(x[:, 0], low=hu_range[0], high=hu_range[1]), low=window[0], high=window[1]
+        )
 
     masked = show(image).copy()
     masked[mask[:, 0] > 0] = 0
@@ -266,7 +263,9 @@ def save_grid(image: np.ndarray, mask: np.ndarray, sample: np.ndarray, hu_range,
     cols = 2 if len(tiles) > 4 else 1
     rows = math.ceil(len(tiles) / cols)
     tiles = np.concatenate([tiles, np.zeros((rows * cols - len(tiles), *tiles.shape[1:]), np.uint8)])
-    grid = np.concatenate([np.concatenate(list(tiles[c * rows : (c + 1) * rows]), axis=0) for c in range(cols)], axis=1)
+    grid = np.concatenate(
+        [np.concatenate(list(tiles[c * rows : (c + 1) * rows]), axis=0) for c in range(cols)], axis=1
+    )
     Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(png)
 
 

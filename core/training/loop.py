@@ -1,0 +1,274 @@
+"""The accelerate training loop every diffusion training script shares.
+
+A script describes *what* to train as a ``Task`` (model, data, loss, validation, export);
+``run_loop(task, settings)`` does the rest the same way for all of them: accelerate
+(CPU, one GPU or several, mixed precision), AdamW + warm-up/cosine schedule, gradient
+clipping, EMA of the trained parameters, ``metrics.jsonl``, sample grids, resumable
+checkpoints and exported model folders::
+
+    settings = LoopSettings.from_config(config)      # any config with these field names
+    model_dir = run_loop(MyTask(config), settings)
+
+A run folder holds ``metrics.jsonl`` (loss per step; validation metrics every
+``sample_every`` steps), ``samples/step_NNNNNN.png``, ``checkpoints/step_NNNNNN/``
+(accelerate state + EMA + ``progress.json``; the newest ``keep_checkpoints`` are kept),
+``model/`` (the EMA weights exported at every checkpoint) and ``model_step_NNNNNN/`` for
+each of ``snapshot_steps``. Rerunning with the same ``out_dir`` resumes from the newest
+checkpoint and continues *exactly*: batch ``s`` holds dataset indices that depend only on
+``s`` (``core.training.data.StepIndices``) and the noise of step ``s`` comes from a generator seeded with
+``(seed, s, rank)``, so a resumed run computes the same weights as an uninterrupted one.
+
+Only parameters with ``requires_grad`` are optimised and averaged (a ControlNet on a
+frozen base, LoRA adapters). Validation and export see the EMA weights swapped into the
+model in place (``EMAModel.store/copy_to/restore``), so no second copy is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The loop's part of a training config (``from_config`` picks these names off any config)."""
+
+    out_dir: str
+    steps: int
+    batch_size: int  # per process
+    learning_rate: float
+    warmup_steps: int = 0
+    lr_schedule: str = "cosine"  # after a linear warm-up: "cosine", or "constant" (any step a finished model)
+    ema_decay: float = 0.999  # EMAModel max decay (with warm-up); 0 = no EMA, export the trained weights
+    seed: int = 0  # weight init, data order and noise
+    sample_every: int = 1000  # steps between validations (sample grid + metrics)
+    checkpoint_every: int = 1000  # steps between resumable checkpoints (and model exports)
+    keep_checkpoints: int = 2
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    mixed_precision: str = "no"
+    dataloader_workers: int = 0
+    grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
+    weight_decay: float = 0.0
+    snapshot_steps: tuple[int, ...] = ()  # extra exports model_step_NNNNNN/ (e.g. a barely trained base)
+
+    @classmethod
+    def from_config(cls, config: Any) -> LoopSettings:
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{n: getattr(config, n) for n in names if hasattr(config, n)})
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What an export knows about the run at that point."""
+
+    step: int
+    wall_time_s: float
+    metrics: dict
+    n_parameters: int  # trained parameters
+    world_size: int
+
+
+class Task(Protocol):
+    """What a training script supplies to ``run_loop``."""
+
+    description: str  # progress-bar label, e.g. "train inpaint"
+
+    def build(self, device) -> Any:
+        """The module to train (called after ``torch.manual_seed(seed)``); move frozen parts to ``device`` here."""
+
+    def dataset(self) -> Any:
+        """Map-style dataset whose item ``i`` is a pure function of ``(seed, i)``."""
+
+    def summary(self) -> str:
+        """One line printed at the start (data sizes, held-out sources ...)."""
+
+    def loss(self, model, batch: dict, generator, device):
+        """Scalar loss of one batch; draw all noise from ``generator`` (CPU) in a fixed order."""
+
+    def validate(self, model, step: int, png: Path, device) -> dict:
+        """Metrics and a sample grid at ``png``; ``model`` holds the EMA weights, in eval mode."""
+
+    def export(self, model, info: ExportInfo, out: Path) -> None:
+        """Write a model folder at ``out`` from ``model`` (EMA weights)."""
+
+
+def step_generator(seed: int, step: int, rank: int):
+    """The CPU generator of step ``step`` on process ``rank`` (same on a resumed run)."""
+    import torch
+
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
+
+
+def run_loop(task: Task, settings: LoopSettings, *, progress: bool = True) -> Path:
+    """Train (or resume) ``task``; returns the exported model folder ``<out_dir>/model``."""
+    import torch
+    from accelerate import Accelerator
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from core.training.data import StepIndices
+
+    s = settings
+    # 1. Processes, threads, folders
+    if s.num_threads:
+        torch.set_num_threads(s.num_threads)
+    acc = Accelerator(mixed_precision=s.mixed_precision)
+    out = Path(s.out_dir)
+    if acc.is_main_process:
+        (out / "samples").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(s.seed)  # weight init only; data and noise have their own seeds
+
+    # 2. Model, data, EMA, optimiser, learning-rate schedule
+    model = task.build(acc.device)
+    dataset = task.dataset()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    ema = (
+        EMAModel(trainable, decay=s.ema_decay, use_ema_warmup=True, power=3 / 4) if s.ema_decay > 0 else None
+    )
+    optimizer = torch.optim.AdamW(trainable, lr=s.learning_rate, weight_decay=s.weight_decay)
+    # Both schedules start with a linear warm-up; "constant" then stays flat, so any checkpoint
+    # is a finished model (a run with steps=N equals a longer one at step N).
+    schedule = {"constant": "constant_with_warmup"}.get(s.lr_schedule, s.lr_schedule)
+    lr_sched = get_scheduler(
+        schedule,
+        optimizer,
+        num_warmup_steps=s.warmup_steps * acc.num_processes,
+        num_training_steps=s.steps * acc.num_processes,
+    )
+    model, optimizer, lr_sched = acc.prepare(model, optimizer, lr_sched)
+    if ema is not None:
+        ema.to(acc.device)
+        acc.register_for_checkpointing(ema)
+
+    # 3. Resume from the newest checkpoint
+    step, elapsed = 0, 0.0
+    ckpts = sorted((out / "checkpoints").glob("step_*")) if (out / "checkpoints").is_dir() else []
+    if ckpts:
+        acc.load_state(str(ckpts[-1]))
+        state = json.loads((ckpts[-1] / "progress.json").read_text())
+        step, elapsed = int(state["step"]), float(state["elapsed_s"])
+        acc.print(f"resumed from {ckpts[-1]} at step {step}")
+    n_params = sum(p.numel() for p in trainable)
+    n_total = sum(p.numel() for p in acc.unwrap_model(model).parameters())
+    frozen = f" ({n_total / 1e6:.2f}M in all)" if n_total != n_params else ""
+    acc.print(f"{n_params / 1e6:.2f}M trained parameters{frozen}; {task.summary()}")
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=s.batch_size,
+        sampler=StepIndices(
+            start=step,
+            steps=s.steps,
+            batch_size=s.batch_size,
+            rank=acc.process_index,
+            world=acc.num_processes,
+        ),
+        num_workers=s.dataloader_workers,
+    )
+
+    def with_ema(fn):
+        """Run ``fn(unwrapped model)`` with the EMA weights swapped in, in eval mode."""
+        net = acc.unwrap_model(model)
+        params = [p for p in net.parameters() if p.requires_grad]
+        if ema is not None:
+            ema.store(params)
+            ema.copy_to(params)
+        net.eval()
+        try:
+            with torch.no_grad():
+                return fn(net)
+        finally:
+            if ema is not None:
+                ema.restore(params)
+            net.train()
+
+    saved = [step]
+
+    def save(step_now: int, metrics: dict) -> None:
+        saved.append(step_now)
+        ckpt = out / "checkpoints" / f"step_{step_now:06d}"
+        acc.save_state(str(ckpt))
+        if acc.is_main_process:
+            wall = elapsed + time.time() - t0
+            (ckpt / "progress.json").write_text(json.dumps({"step": step_now, "elapsed_s": wall}))
+            for old in sorted((out / "checkpoints").glob("step_*"))[: -s.keep_checkpoints]:
+                shutil.rmtree(old)
+            info = ExportInfo(step_now, wall, metrics, n_params, acc.num_processes)
+            targets = [out / "model"] + (
+                [out / f"model_step_{step_now:06d}"] if step_now in s.snapshot_steps else []
+            )
+            with_ema(lambda net: [task.export(net, info, t) for t in targets])
+
+    def validate_now(step_now: int, loss_avg: float | None) -> dict:
+        if not acc.is_main_process:
+            return {}
+        metrics = {
+            "step": step_now,
+            **({"train_loss_ema": round(loss_avg, 5)} if loss_avg is not None else {}),
+        }
+        png = out / "samples" / f"step_{step_now:06d}.png"
+        metrics.update(with_ema(lambda net: task.validate(net, step_now, png, acc.device)))
+        with open(out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        return metrics
+
+    # 4. Training loop
+    t0, metrics, loss_avg = time.time(), {}, None
+    bar = tqdm(
+        total=s.steps,
+        initial=step,
+        disable=not (progress and acc.is_local_main_process),
+        desc=task.description,
+        dynamic_ncols=True,
+        file=sys.stdout,
+    )
+    model.train()
+    for batch in loader:
+        # Noise and timesteps from (seed, step, rank): a resumed run draws exactly the same.
+        gen = step_generator(s.seed, step, acc.process_index)
+        with acc.accumulate(model):
+            loss = task.loss(model, batch, gen, acc.device)
+            acc.backward(loss)
+            if acc.sync_gradients and s.grad_clip > 0:
+                acc.clip_grad_norm_(trainable, s.grad_clip)
+            optimizer.step()
+            lr_sched.step()
+            optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.step(trainable)
+        step += 1
+        value = float(acc.gather(loss.detach()).mean())
+        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_avg:.4f}", lr=f"{lr_sched.get_last_lr()[0]:.1e}")
+        if acc.is_main_process:
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(
+                    json.dumps(
+                        {
+                            "step": step,
+                            "loss": round(value, 6),
+                            "lr": lr_sched.get_last_lr()[0],
+                            "time_s": round(elapsed + time.time() - t0, 2),
+                        }
+                    )
+                    + "\n"
+                )
+        if step % s.sample_every == 0 or step == s.steps:
+            metrics = validate_now(step, loss_avg)
+        if step % s.checkpoint_every == 0 or step == s.steps or step in s.snapshot_steps:
+            save(step, metrics)
+    bar.close()
+    if saved[-1] != step or len(saved) == 1:
+        # Resumed at the end (rerun with steps = a checkpoint's step to finish a run there): export it.
+        save(step, validate_now(step, loss_avg))
+    acc.wait_for_everyone()
+    return out / "model"
