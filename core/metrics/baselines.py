@@ -46,8 +46,9 @@ class CropBox:
 class BaselineRatio:
     """A model's scores divided by the neighbouring-slice baseline's (1 = as close as real data).
 
-    ``kid`` is NaN when the baseline KID is <= 0 (the unbiased estimate cannot tell the
-    neighbouring sets apart), where a ratio means nothing.
+    ``kid`` is NaN when the baseline KID does not exceed its spread over subsets (the
+    unbiased estimate cannot tell the neighbouring sets apart): a ratio to a value that is
+    noise around 0 means nothing. Compare ``kid_mean`` differences then.
     """
 
     fid: float
@@ -88,8 +89,12 @@ def _pair_images(
     return a, b
 
 
-def _extract_grouped(extractor: FeatureExtractor, images: list[np.ndarray]) -> np.ndarray:
-    # Slices of different volumes differ in size: extract each shape group, keep the order.
+def extract_features(extractor: FeatureExtractor, images: Sequence[np.ndarray]) -> np.ndarray:
+    """``(N, D)`` features of N HU images of possibly different sizes, in their order.
+
+    Slices of different volumes (and crops of different masks) differ in size: each size
+    group goes through the extractor as one batch.
+    """
     out: list[np.ndarray | None] = [None] * len(images)
     shapes = sorted({im.shape for im in images})
     for shape in shapes:
@@ -145,9 +150,10 @@ def neighbouring_slice_baseline(
         raise InputError(
             f"only {len(set_a)} slice pairs {offset} apart: need at least 2 (more volumes or boxes)"
         )
-    feats_a, feats_b = _extract_grouped(extractor, set_a), _extract_grouped(extractor, set_b)
+    feats_a, feats_b = extract_features(extractor, set_a), extract_features(extractor, set_b)
+    # Row i of both sets is one pair (same place, nearby slices): KID's paired estimator.
     return compare_features(
-        feats_a, feats_b, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed
+        feats_a, feats_b, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, paired=True
     )
 
 
@@ -168,5 +174,6 @@ def ratio_to_baseline(scores: DistributionScores, baseline: DistributionScores) 
         )
     if not baseline.fid > 0:
         raise InputError("baseline FID is 0: its two sets are identical (duplicated slices?)")
-    kid = scores.kid_mean / baseline.kid_mean if baseline.kid_mean > 0 else math.nan
+    resolved = baseline.kid_mean > 0 and baseline.kid_mean > baseline.kid_std
+    kid = scores.kid_mean / baseline.kid_mean if resolved else math.nan
     return BaselineRatio(fid=scores.fid / baseline.fid, kid=kid)

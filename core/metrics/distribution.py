@@ -174,12 +174,15 @@ def _polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (x @ y.T / x.shape[1] + 1.0) ** 3
 
 
-def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+def _mmd2_unbiased(x: np.ndarray, y: np.ndarray, paired: bool = False) -> float:
     m, n = x.shape[0], y.shape[0]
     k_xx, k_yy, k_xy = _polynomial_kernel(x, x), _polynomial_kernel(y, y), _polynomial_kernel(x, y)
     term_xx = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
     term_yy = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
-    return float(term_xx + term_yy - 2.0 * k_xy.mean())
+    # Paired rows (x_i, y_i) are dependent: k(x_i, y_i) is no sample of E k(x, y), so drop it
+    # (Gretton et al. 2012, eq. 3, the U-statistic over pairs).
+    cross = (k_xy.sum() - np.trace(k_xy)) / (m * (m - 1)) if paired else k_xy.mean()
+    return float(term_xx + term_yy - 2.0 * cross)
 
 
 def get_kid_score(
@@ -189,6 +192,7 @@ def get_kid_score(
     num_subsets: int = 100,
     subset_size: int = 1000,
     generator: np.random.Generator | None = None,
+    paired: bool = False,
 ) -> KIDScore:
     """KID: unbiased polynomial-kernel MMD^2 averaged over random subsets.
 
@@ -199,6 +203,10 @@ def get_kid_score(
         subset_size: samples per set and subset; capped at ``min(N, M)``.
         generator: source of the subset draws; ``np.random.default_rng(0)`` when None,
             so results are reproducible.
+        paired: row i of both sets belongs together (the same position in a real and an
+            inpainted slice, or on neighbouring slices). Subsets then take the same rows of
+            both and the cross term skips the pairs themselves; without this, similar pairs
+            bias KID downward (negative values for near-identical sets).
 
     Returns:
         ``KIDScore`` with the mean and std over the subsets.
@@ -206,13 +214,18 @@ def get_kid_score(
     real, fake = _check_pair(real_features, fake_features, min_samples=2)
     if num_subsets < 1 or subset_size < 2:
         raise InputError(f"need num_subsets >= 1 and subset_size >= 2, got {num_subsets} and {subset_size}")
+    if paired and real.shape[0] != fake.shape[0]:
+        raise InputError(
+            f"paired sets need one fake row per real row, got {real.shape[0]} and {fake.shape[0]}"
+        )
     rng = generator if generator is not None else np.random.default_rng(0)
     size = min(subset_size, real.shape[0], fake.shape[0])
     values = np.empty(num_subsets)
     for i in range(num_subsets):
-        x = real[rng.choice(real.shape[0], size, replace=False)]
-        y = fake[rng.choice(fake.shape[0], size, replace=False)]
-        values[i] = _mmd2_unbiased(x, y)
+        rows = rng.choice(real.shape[0], size, replace=False)
+        x = real[rows]
+        y = fake[rows if paired else rng.choice(fake.shape[0], size, replace=False)]
+        values[i] = _mmd2_unbiased(x, y, paired)
     return KIDScore(float(values.mean()), float(values.std()), num_subsets, size)
 
 
@@ -223,11 +236,15 @@ def compare_features(
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     seed: int = 0,
+    paired: bool = False,
 ) -> DistributionScores:
-    """FID and KID of one pair of feature sets (KID subsets drawn with ``seed``)."""
+    """FID and KID of one pair of feature sets (KID subsets drawn with ``seed``; see
+    ``get_kid_score`` for ``paired``)."""
     real, fake = _check_pair(real_features, fake_features, min_samples=2)
     rng = np.random.default_rng(seed)
-    kid = get_kid_score(real, fake, num_subsets=kid_subsets, subset_size=kid_subset_size, generator=rng)
+    kid = get_kid_score(
+        real, fake, num_subsets=kid_subsets, subset_size=kid_subset_size, generator=rng, paired=paired
+    )
     return DistributionScores(get_fid_score(real, fake), kid.mean, kid.std, real.shape[0], fake.shape[0])
 
 
@@ -260,12 +277,14 @@ class KIDMetric:
         num_subsets: subsets drawn.
         subset_size: samples per set and subset (capped at the smaller set).
         seed: seed of the subset draws; the same seed gives the same score.
+        paired: row i of ``real`` and ``fake`` belong together (see ``get_kid_score``).
     """
 
     extractor: FeatureExtractor | None = None
     num_subsets: int = 100
     subset_size: int = 1000
     seed: int = 0
+    paired: bool = False
 
     def __call__(self, real: np.ndarray, fake: np.ndarray) -> KIDScore:
         return get_kid_score(
@@ -274,4 +293,5 @@ class KIDMetric:
             num_subsets=self.num_subsets,
             subset_size=self.subset_size,
             generator=np.random.default_rng(self.seed),
+            paired=self.paired,
         )

@@ -134,6 +134,22 @@ def test_kid_is_unbiased_for_one_distribution_and_positive_for_two() -> None:
     assert shifted.mean > 10 * shifted.std > 0
 
 
+def test_paired_kid_stays_unbiased_when_rows_are_pairs() -> None:
+    """Row i of both sets nearly equal (a slice and its neighbour): the unpaired cross term is biased."""
+    rng = np.random.default_rng(14)
+    unpaired, paired = [], []
+    for _ in range(40):
+        x = rng.normal(size=(40, 8))
+        y = x + rng.normal(0, 0.3, size=x.shape)  # same distribution up to a small widening
+        y = y / np.sqrt(1 + 0.3**2)  # ... undone, so the marginals match exactly
+        unpaired.append(get_kid_score(x, y, num_subsets=3, subset_size=40, generator=rng).mean)
+        paired.append(get_kid_score(x, y, num_subsets=3, subset_size=40, generator=rng, paired=True).mean)
+    assert np.mean(unpaired) < -5 * np.std(unpaired) / np.sqrt(40)  # pulled below 0 by the matched pairs
+    assert abs(np.mean(paired)) < 3 * np.std(paired) / np.sqrt(40)
+    with pytest.raises(InputError, match="paired sets"):
+        get_kid_score(rng.normal(size=(5, 2)), rng.normal(size=(6, 2)), paired=True)
+
+
 def test_kid_is_reproducible_with_its_seed_and_caps_subsets() -> None:
     rng = np.random.default_rng(7)
     a, b = rng.normal(size=(80, 8)), rng.normal(size=(60, 8)) + 0.2
@@ -213,8 +229,9 @@ def test_ratio_to_baseline_needs_equal_sizes() -> None:
     model = DistributionScores(fid=5.0, kid_mean=0.04, kid_std=0.002, n_real=10, n_fake=10)
     ratio = ratio_to_baseline(model, base)
     assert ratio.fid == pytest.approx(2.5) and ratio.kid == pytest.approx(4.0)
-    no_kid = DistributionScores(fid=2.0, kid_mean=-0.001, kid_std=0.001, n_real=10, n_fake=10)
-    assert math.isnan(ratio_to_baseline(model, no_kid).kid)
+    for unresolved in (-0.001, 0.0005):  # negative, or positive but within its subset spread
+        no_kid = DistributionScores(fid=2.0, kid_mean=unresolved, kid_std=0.001, n_real=10, n_fake=10)
+        assert math.isnan(ratio_to_baseline(model, no_kid).kid)
     with pytest.raises(InputError, match="sample sizes differ"):
         ratio_to_baseline(DistributionScores(5.0, 0.04, 0.0, 12, 12), base)
 
