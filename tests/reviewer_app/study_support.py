@@ -52,7 +52,7 @@ def write_he_manifest(folder: Path, shared_data: Path, *, n_main: int = 20, n_tr
         (folder / rel).parent.mkdir(exist_ok=True)
         Image.fromarray(tile).save(folder / rel)
         role = "training" if i >= n_main else "main"
-        prov = f"{GENERATOR},v2.{i},{MASK_PREFIX}{i:04d}" if truth == "synthetic" else ",,"
+        prov = f"{GENERATOR},unetv{i:03d}zq,{MASK_PREFIX}{i:04d}" if truth == "synthetic" else ",,"
         lines.append(f"{rel},{truth},{role},{('dermis', 'epidermis')[i % 2]},{prov}")
     path = folder / name
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -120,3 +120,36 @@ def add_reader(backend, study_id: int, name: str = "Dr A") -> str:
     with backend.session() as session:
         return crud.add_reader(session=session, study_id=study_id, display_name=name, role="pathologist",
                                years_experience=6)[1]
+
+
+# ----------------------------------------------------------------------------- browser steps
+IMG = "#sdx-stimulus img[src*='view.png']"
+
+
+def shown_src(page) -> str:
+    return page.locator(IMG).get_attribute("src")
+
+
+def wait_case(page, number: int, total: int) -> None:
+    """Wait until case ``number`` (1-based) is on screen with its image."""
+    page.wait_for_function("([n, t]) => { const p = document.querySelector('#sdx-progress');"
+                           " return p && p.innerText.includes(`Case ${n} of ${t}`); }", arg=[number, total],
+                           timeout=30000)
+    page.wait_for_selector(IMG, timeout=30000)
+
+
+def rate(page, call: str, *, training: bool = False) -> None:
+    """Answer with the keyboard: R/S, Shift+2 confidence, C = realism 3, Enter."""
+    page.keyboard.press("r" if call == "real" else "s")
+    page.keyboard.press("Shift+Digit2")
+    page.keyboard.press("c")
+    page.keyboard.press("Enter")
+    if training:
+        page.locator("#sdx-feedback").wait_for(state="visible", timeout=30000)
+        page.keyboard.press("n")
+
+
+def open_link(page, url: str, token: str) -> str:
+    page.goto(f"{url}/study#token={token}")
+    page.wait_for_selector("#sdx-start", state="visible", timeout=60000)
+    return page.locator("#sdx-start").inner_text()
