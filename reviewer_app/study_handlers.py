@@ -48,7 +48,7 @@ class Shown:
     """Pixels for the reader's image component, with a per-case salt for its URL.
 
     The salt (the case's public id) keeps a hidden duplicate's URL different from its
-    original's even when the pixels are identical (see ``reviewer_app.tabs.reader.StudyImage``).
+    original's even when the pixels are identical (see ``reviewer_app.study_image.StudyImage``).
     """
 
     pixels: np.ndarray

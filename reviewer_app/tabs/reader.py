@@ -7,17 +7,11 @@ that the load event clears; afterwards it lives only in server-side ``gr.State``
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
-from pathlib import Path
-
 import gradio as gr
-from gradio.data_classes import ImageData
 
 from reviewer_app import study_handlers as h
-from reviewer_app.components import SliceImage, encode_png
 from reviewer_app.study_backend import ZOOMS, StudyBackend
+from reviewer_app.study_image import StudyImage
 from reviewer_app.wiring import connector
 
 # Inputs are (state, token box); JS sees the state as null and the server ignores it.
@@ -26,31 +20,6 @@ KEY_HELP = """**Keys** (not while typing a comment): **R** real · **S** synthet
 **Z X C V B** realism 1-5 · **Enter** submit · **N** next after training feedback.
 CT: **↑/↓** or mouse wheel slice · **PageUp/PageDown** 10 slices · **Home/End** · **1-5** window presets.
 Images: **+/-** zoom, click the image to zoom in there."""
-
-
-class StudyImage(SliceImage):
-    """``SliceImage`` whose URL folder is a keyed hash of (case salt, PNG bytes).
-
-    Same encoder and neutral ``view.png`` name for every case; the key is random per
-    server process, so a URL cannot be matched to an image offline, and the salt keeps a
-    hidden duplicate's URL different from its original's.
-    """
-
-    # No __init__ override: Gradio builds the component config from the constructor's signature.
-    def _key(self) -> bytes:
-        return self.__dict__.setdefault("_url_key", secrets.token_bytes(32))  # atomic in CPython
-
-    def postprocess(self, value):  # type: ignore[override]
-        if not isinstance(value, h.Shown):
-            return super().postprocess(value)
-        data = encode_png(value.pixels)
-        digest = hmac.new(self._key(), value.salt.encode() + b"\0" + data, hashlib.sha256).hexdigest()[:40]
-        folder = Path(self.GRADIO_CACHE) / digest
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "view.png"
-        if not path.exists():
-            path.write_bytes(data)
-        return ImageData(path=str(path), orig_name="view.png")
 
 
 def create_reader_page(backend: StudyBackend) -> dict:

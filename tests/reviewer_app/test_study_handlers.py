@@ -219,7 +219,7 @@ def test_volume_views_and_telemetry_reach_the_rating(shared_data, tmp_path):
 
 def test_study_image_urls_are_salted_per_case_and_png_is_bare(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    from reviewer_app.tabs.reader import StudyImage
+    from reviewer_app.study_image import StudyImage
 
     image = StudyImage(format="png")
     pixels = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
