@@ -15,9 +15,10 @@ safetensors and read with ``from_pretrained(path, local_files_only=True)``, neve
     <dir>/unet_lora/                          # optional LoRA adapter on the UNet (save_lora_adapter)
 
 **Bases.** A folder may leave out components that its base holds: ``card["base"] =
-{"path": ..., "unet_sha256": ...}`` (path relative to the folder, or absolute). The loader
-takes each missing component from the base (recursively) and checks the base UNet's
-hash, so a ControlNet folder ships only ``controlnet/`` + card and never a stale base.
+{"path": ..., "sha256": {component: hash}}`` (path relative to the folder, or absolute).
+The loader takes each missing component except ``controlnet/`` from the base
+(recursively) and checks the hashes, so a ControlNet folder ships only ``controlnet/`` +
+card and never runs on a base other than the one it was trained on.
 A plain SD 1.5/2.1 folder (``unet/ vae/ text_encoder/ tokenizer/ scheduler/``, no card)
 is a valid base: defaults below apply.
 
@@ -61,7 +62,16 @@ CARD_NAME = "model_card.json"
 CARD_FORMAT = 1
 PAD = "<pad>"
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-COMPONENTS = ("unet", "scheduler", "condition_embedding", "vae", "controlnet", "text_encoder", "tokenizer", "unet_lora")
+COMPONENTS = (
+    "unet",
+    "scheduler",
+    "condition_embedding",
+    "vae",
+    "controlnet",
+    "text_encoder",
+    "tokenizer",
+    "unet_lora",
+)
 
 
 def condition_embedding_class():
@@ -103,10 +113,14 @@ def _define_condition_embedding():
             """``(b, L)`` long token ids of token-name sequences, padded with ``<pad>``."""
             length = max(len(p) for p in prompts)
             if length > self.config.max_length:
-                raise InputError(f"prompt of {length} tokens; this model takes at most {self.config.max_length}")
+                raise InputError(
+                    f"prompt of {length} tokens; this model takes at most {self.config.max_length}"
+                )
             unknown = sorted({t for p in prompts for t in p if t not in self.index})
             if unknown:
-                raise InputError(f"unknown condition token(s) {unknown}; this model knows {list(self.index)[1:]}")
+                raise InputError(
+                    f"unknown condition token(s) {unknown}; this model knows {list(self.index)[1:]}"
+                )
             rows = [[self.index[t] for t in p] + [0] * (length - len(p)) for p in prompts]
             return torch.tensor(rows, dtype=torch.long, device=self.position.device)
 
@@ -157,7 +171,12 @@ def weights_sha256(folder: Path) -> str:
     """sha256 of a component's weight file (cached on path, mtime and size)."""
     from core.pipelines.loading import _file_sha256
 
-    for name in (*WEIGHTS, "model.safetensors", "adapter_model.safetensors", "pytorch_lora_weights.safetensors"):
+    for name in (
+        *WEIGHTS,
+        "model.safetensors",
+        "adapter_model.safetensors",
+        "pytorch_lora_weights.safetensors",
+    ):
         f = folder / name
         if f.is_file():
             st = f.stat()
@@ -183,13 +202,18 @@ def _components(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Path
         if base_path in seen or base_path == path.resolve():
             raise InputError(f"{path}: its base chain loops back to {base_path}")
         if not base_path.is_dir():
-            raise InputError(f"{path}: base model {base_path} (card 'base.path') is missing; put the base folder there")
+            raise InputError(
+                f"{path}: base model {base_path} (card 'base.path') is missing; put the base folder there"
+            )
         inherited, _ = _components(base_path, (*seen, path.resolve()))
         for c, where in inherited.items():
-            found.setdefault(c, where)
-        expected = base.get("unet_sha256")
-        if expected and "unet" in found and found["unet"] != path and weights_sha256(found["unet"] / "unet") != expected:
-            raise InputError(f"{path}: the base UNet in {found['unet']} is not the one this model was trained on (sha256 differs)")
+            if c != "controlnet":  # a ControlNet belongs to its own folder
+                found.setdefault(c, where)
+        for c, expected in (base.get("sha256") or {}).items():
+            if c in found and found[c] != path and weights_sha256(found[c] / c) != expected:
+                raise InputError(
+                    f"{path}: the base {c} in {found[c]} is not the one this model was trained on (sha256 differs)"
+                )
     return found, card
 
 
@@ -201,7 +225,9 @@ def read_label_model(path: str | Path) -> LabelModelSpec:
     """
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise InputError(f"model folder {path} does not exist (or is a file); give a folder written by `synthdx train label-diffusion` or `synthdx train controlnet`, or an SD-style folder")
+        raise InputError(
+            f"model folder {path} does not exist (or is a file); give a folder written by `synthdx train label-diffusion` or `synthdx train controlnet`, or an SD-style folder"
+        )
     comps, card = _components(path)
     missing = [c for c in ("unet", "scheduler") if c not in comps]
     if "condition_embedding" not in comps and not {"text_encoder", "tokenizer"} <= set(comps):
@@ -210,12 +236,18 @@ def read_label_model(path: str | Path) -> LabelModelSpec:
         raise InputError(f"{path} is not a label-conditioned model folder: missing {', '.join(missing)}")
     unet_cfg = _read_json(comps["unet"] / "unet" / "config.json")
     if unet_cfg.get("_class_name") != "UNet2DConditionModel":
-        raise InputError(f"{path}: unet/ must be a diffusers UNet2DConditionModel, got {unet_cfg.get('_class_name')}")
+        raise InputError(
+            f"{path}: unet/ must be a diffusers UNet2DConditionModel, got {unet_cfg.get('_class_name')}"
+        )
     latent = card.get("latent")
     if latent is None and "vae" in comps:
         vae_cfg = _read_json(comps["vae"] / "vae" / "config.json")
-        latent = {"downsample": 2 ** (len(vae_cfg.get("block_out_channels", [0])) - 1), "channels": vae_cfg.get("latent_channels", 4),
-                  "scaling_factor": vae_cfg.get("scaling_factor", 0.18215), "shift_factor": vae_cfg.get("shift_factor")}
+        latent = {
+            "downsample": 2 ** (len(vae_cfg.get("block_out_channels", [0])) - 1),
+            "channels": vae_cfg.get("latent_channels", 4),
+            "scaling_factor": vae_cfg.get("scaling_factor", 0.18215),
+            "shift_factor": vae_cfg.get("shift_factor"),
+        }
     size = unet_cfg.get("sample_size") or 64
     size = size if isinstance(size, int) else size[0]
     resolution = int(card.get("resolution", size * (latent["downsample"] if latent else 1)))
@@ -223,8 +255,14 @@ def read_label_model(path: str | Path) -> LabelModelSpec:
     hu = intensity.get("hu_range")
     channels = int(card.get("channels", 1 if hu else 3))
     classes = tuple(card.get("classes", ()))
-    prompt = card.get("prompt") or ({"kind": "text", "default": ""} if "text_encoder" in comps else {"kind": "fixed", "tokens": []})
-    sha = {c: weights_sha256(comps[c] / c) for c in ("unet", "controlnet", "vae", "condition_embedding", "unet_lora") if c in comps}
+    prompt = card.get("prompt") or (
+        {"kind": "text", "default": ""} if "text_encoder" in comps else {"kind": "fixed", "tokens": []}
+    )
+    sha = {
+        c: weights_sha256(comps[c] / c)
+        for c in ("unet", "controlnet", "vae", "condition_embedding", "unet_lora")
+        if c in comps
+    }
     return LabelModelSpec(
         path=path.resolve(), card=card, components=comps, name=str(card.get("name", path.name)), kind=str(card.get("kind", "sd" if "text_encoder" in comps else "label-diffusion")),
         domain=str(card.get("domain", "ct" if hu else "rgb")), resolution=resolution, channels=channels,
@@ -254,7 +292,13 @@ class LabelModel:
 
         if isinstance(self.conditioner, tuple):
             tokenizer, text_encoder = self.conditioner
-            ids = tokenizer([str(p) for p in prompts], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+            ids = tokenizer(
+                [str(p) for p in prompts],
+                padding="max_length",
+                max_length=tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
             return text_encoder(ids.to(text_encoder.device))[0]
         with torch.no_grad():
             return self.conditioner(self.conditioner.ids([list(p) for p in prompts]))
@@ -271,7 +315,9 @@ def load_component(spec: LabelModelSpec, name: str, *, device: str = "cpu", dtyp
 
         model = UNet2DConditionModel.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
         if "unet_lora" in spec.components:
-            model.load_lora_adapter(str(spec.components["unet_lora"] / "unet_lora"), prefix=None, adapter_name="default")
+            model.load_lora_adapter(
+                str(spec.components["unet_lora"] / "unet_lora"), prefix=None, adapter_name="default"
+            )
             model.fuse_lora()
             model.unload_lora()
     elif name == "controlnet":
@@ -297,7 +343,9 @@ def load_component(spec: LabelModelSpec, name: str, *, device: str = "cpu", dtyp
     return model.to(device).eval()
 
 
-def load_label_model(spec: LabelModelSpec | str | Path, *, device: str = "cpu", with_controlnet: bool = True) -> LabelModel:
+def load_label_model(
+    spec: LabelModelSpec | str | Path, *, device: str = "cpu", with_controlnet: bool = True
+) -> LabelModel:
     """Load every component of a model folder for inference."""
     spec = spec if isinstance(spec, LabelModelSpec) else read_label_model(spec)
     if "condition_embedding" in spec.components:
@@ -310,11 +358,15 @@ def load_label_model(spec: LabelModelSpec | str | Path, *, device: str = "cpu", 
         scheduler_config=_read_json(spec.components["scheduler"] / "scheduler" / "scheduler_config.json"),
         conditioner=conditioner,
         vae=load_component(spec, "vae", device=device) if "vae" in spec.components else None,
-        controlnet=load_component(spec, "controlnet", device=device) if with_controlnet and spec.has_controlnet else None,
+        controlnet=load_component(spec, "controlnet", device=device)
+        if with_controlnet and spec.has_controlnet
+        else None,
     )
 
 
-def prompt_for(spec: LabelModelSpec, present: set[str] | None = None, text: str | None = None) -> list[str] | str:
+def prompt_for(
+    spec: LabelModelSpec, present: set[str] | None = None, text: str | None = None
+) -> list[str] | str:
     """The prompt the card's rule gives for a label map whose classes ``present`` occur.
 
     ``class-presence``: prefix tokens, then ``<class>:present`` / ``<class>:absent`` per
@@ -326,7 +378,9 @@ def prompt_for(spec: LabelModelSpec, present: set[str] | None = None, text: str 
     if kind == "class-presence":
         present = present or set()
         always = set(rule.get("always", ()))
-        return list(rule.get("prefix", ())) + [f"{c}:{'present' if c in present else 'absent'}" for c in spec.classes if c not in always]
+        return list(rule.get("prefix", ())) + [
+            f"{c}:{'present' if c in present else 'absent'}" for c in spec.classes if c not in always
+        ]
     if kind == "fixed":
         return list(rule.get("tokens", ()))
     if kind == "text":
@@ -336,7 +390,7 @@ def prompt_for(spec: LabelModelSpec, present: set[str] | None = None, text: str 
 
 def controlnet_embedding_channels(downsample: int) -> tuple[int, ...]:
     """``conditioning_embedding_out_channels`` that bring a pixel label map down by ``downsample`` (a power of 2)."""
-    levels = int(round(math.log2(downsample)))
+    levels = round(math.log2(downsample))
     if 2**levels != downsample:
         raise ValueError(f"latent downsample must be a power of 2, got {downsample}")
     return tuple(min(16 * 2**i, 256) for i in range(levels + 1))
