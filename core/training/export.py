@@ -114,6 +114,11 @@ def build_card(
         "metrics": metrics,
         "code_version": code_version(),
         "licences": sorted({s.licence for s in trained_on}),
+        "intended_use": "Research and education: synthetic lesions/tissue for reader studies and method "
+        "development. Outputs are synthetic and must never be used for diagnosis.",
+        "reproduce": "Save training.config as JSON, set its steps to training.steps, and run "
+        "`synthdx train inpaint --config THAT.json --out DIR` from the repository root at code_version.git_commit "
+        "(data paths are relative to it); data order and noise depend only on the seed and the step.",
     }
 
 
@@ -133,4 +138,39 @@ def export_model(unet, scheduler, card: dict, out: str | Path) -> Path:
     }
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    (out / "README.md").write_text(card_markdown(card))
     return out
+
+
+def card_markdown(card: dict) -> str:
+    """The model card as a short human-readable README (the JSON card is the reference)."""
+    t, i, code = card["training"], card["inputs"], card["code_version"]
+    hu = f"{i['hu_range'][0]:g}..{i['hu_range'][1]:g}"
+    lines = [
+        f"# {card['name']}",
+        "",
+        card["description"],
+        "",
+        f"**Intended use.** {card.get('intended_use', '')}",
+        "",
+        "## Training data and attribution",
+        "",
+        "| source | licence | attribution |",
+        "|---|---|---|",
+        *[f"| {d['name']} | {d['licence']} | {d['attribution']} |" for d in t["data"]],
+        "",
+        f"Held out (never trained on; used for validation): {', '.join(t['holdout']) or 'none'}.",
+        f"Transplanted tumour outlines: {t['shape_library']}.",
+        "",
+        "## Training",
+        "",
+        f"- steps: {t['steps']} x batch {t['batch_size']}; wall time {t['wall_time_s'] / 3600:.2f} h on {t['machine']}",
+        f"- parameters: {t['n_parameters']:,}; seed {t['seed']}",
+        f"- input: {i['resolution']} px crops, HU {hu} -> [-1, 1], classes {i['content_classes'] or 'none'}",
+        f"- metrics at export: {json.dumps(card.get('metrics', {}))}",
+        f"- code: git {code.get('git_commit')}, diffusers {code.get('diffusers')}, torch {code.get('torch')}",
+        "",
+        f"**Reproduce.** {card.get('reproduce', '')}",
+        "",
+    ]
+    return "\n".join(lines)

@@ -255,6 +255,8 @@ def test_training_writes_a_model_and_a_resumed_run_continues_exactly(data_root: 
         and card["inputs"]["resolution"] == 16
     )
     assert card["code_version"]["git_commit"] and card["training"]["wall_time_s"] > 0
+    readme = (model / "README.md").read_text()
+    assert "| case_a | CC BY 4.0 | synthetic test case |" in readme and "Held out (never trained on" in readme
     pipe = CTInpaintPipeline.from_pretrained(model)
     assert pipe.resolution == 16 and pipe.content_classes == ("tissue", "lesion")
 
