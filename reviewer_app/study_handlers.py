@@ -1,33 +1,31 @@
-"""Reader page logic: payloads in, ``(state, {output name: value})`` out. No layout, no gradio.
+"""Reader page flow: link, instructions, answers, training feedback, resume. No layout, no gradio.
 
-Authorisation is re-derived from the database on every event: the link token held in
-``ReaderState`` (server-side ``gr.State``) is resolved with ``crud.reader_by_token`` and the
-case on screen is looked up with ``crud.case_for_reader``, which refuses a case outside that
-reader's sequence. Nothing that is returned carries truth, provenance or a file name; the
-only truth a reader ever receives is the feedback after a *training* answer.
-
-Errors reach the reader as fixed, neutral sentences (:func:`reader_safe`): engine
-messages can name studies and ids, and an unexpected exception's text could carry SQL.
+Payloads in, ``(state, {output name: value})`` out; the viewing events (slices, windows,
+zoom) are in :mod:`reviewer_app.study_view`, the shared checks in :mod:`reviewer_app.study_reader`.
+The only truth a reader ever receives is the feedback after a *training* answer.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-import numpy as np
 from sqlmodel import Session
 
 from core.errors import InputError
-from reviewer_app.study_backend import ZOOMS, StudyBackend, crop_window, default_window, render_stimulus
+from reviewer_app.study_backend import StudyBackend
+from reviewer_app.study_reader import (
+    ReaderState,
+    StudyInfo,
+    authorise,
+    current,
+    log_view,
+    reader_safe,
+    with_pixels,
+)
 from studies import crud
-from studies.models import CaseView, Reader, Study
-from studies.validation import ChangeNotAllowedError, NotAssignedError, OutOfOrderError, StudyLockedError
+from studies.models import CaseView
+from studies.validation import ChangeNotAllowedError
 
-log = logging.getLogger(__name__)
-
-MOVES = {"up": 1, "down": -1, "pageup": 10, "pagedown": -10}
 INVALID_LINK = ("### This link is not valid\nOpen the personal link you were sent, exactly as it was "
                 "sent. If it still fails, ask the study owner for a new one.")
 DONE = "### Thank you\nYou have answered every case of this study. You can close this page."
@@ -37,141 +35,14 @@ DEFAULT_INSTRUCTIONS = (
     "computer. For each image, answer whether you think it is **real** or **synthetic**, how confident you "
     "are, and how realistic it looks (1 = clearly artificial, 5 = fully realistic). There is no time limit. "
     "You can close the page at any time; your link brings you back to the next unanswered case.")
-
-
-class InvalidLink(PermissionError):
-    """The token resolves to no reader."""
-
-
-@dataclass(frozen=True)
-class Shown:
-    """Pixels for the reader's image component, with a per-case salt for its URL.
-
-    The salt (the case's public id) keeps a hidden duplicate's URL different from its
-    original's even when the pixels are identical (see ``reviewer_app.study_image.StudyImage``).
-    """
-
-    pixels: np.ndarray
-    salt: str
-
-
-@dataclass
-class ReaderState:
-    """One reader's page session (server side). Never trusted alone: see the module docstring.
-
-    Attributes:
-        token: the link token, from the URL fragment.
-        public_id: the case on screen (None before Start / when done).
-        kind: "volume" or "image2d".
-        position: 0-based position of that case in the reader's sequence.
-        feedback: training feedback is on screen (the case is answered).
-        slice: axial slice shown (volumes).
-        preset: window preset in use, None for a custom window.
-        width: window width, HU. level: window level, HU.
-        zoom: 2D magnification. center: 2D crop centre shown, as (x, y) fractions.
-        size: 2D stimulus (height, width) in pixels, which is also the shown size.
-        logged: telemetry already written for this case (slice ints and window keys).
-        history: public ids answered in this page session, for "previous case" when the
-            study allows changes (a reload starts it afresh).
-    """
-
-    token: str = ""
-    public_id: str | None = None
-    kind: str = "image2d"
-    position: int = -1
-    feedback: bool = False
-    slice: int = 0
-    preset: str | None = None
-    width: float = 400.0
-    level: float = 40.0
-    zoom: int = 1
-    center: tuple[float, float] = (0.5, 0.5)
-    size: tuple[int, int] = (1, 1)
-    logged: tuple = ()
-    history: tuple[str, ...] = field(default_factory=tuple)
-
-
-def reader_safe(fn):
-    """Map every failure to a neutral message (an ``InputError``, which the wiring shows)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except InputError:
-            raise
-        except InvalidLink:
-            raise InputError("This link is not valid. Open the personal link you were sent.") from None
-        except NotAssignedError:
-            raise InputError("This case is not on your reading list. Reload your link to continue.") from None
-        except StudyLockedError:
-            raise InputError("This study is closed; answers are no longer accepted.") from None
-        except ChangeNotAllowedError:
-            raise InputError("Submitted answers cannot be changed in this study.") from None
-        except OutOfOrderError:
-            raise InputError("This case was already answered (another window?). Reload your link.") from None
-        except Exception:  # logged in full here; the reader gets a neutral sentence
-            log.exception("reader event %s failed", fn.__name__)
-            raise InputError("The server could not do this. Your submitted answers are safe; "
-                             "reload your link to continue.") from None
-
-    return wrapper
-
-
-# ----------------------------------------------------------------------------- internals
-def _reader(session: Session, state: ReaderState) -> tuple[Reader, Study]:
-    reader = crud.reader_by_token(session=session, token=state.token) if state.token else None
-    if reader is None:
-        raise InvalidLink("unknown token")
-    return reader, crud.get_study(session=session, study_id=reader.study_id)
-
-
-def _current(session: Session, state: ReaderState) -> tuple[Reader, Study, CaseView]:
-    reader, study = _reader(session, state)
-    if state.public_id is None:
-        raise InputError("Press Start first.")
-    return reader, study, crud.case_for_reader(session=session, reader_id=reader.id, public_id=state.public_id)
-
-
-def _window_key(state: ReaderState):
-    return state.preset if state.preset else {"width": state.width, "level": state.level}
-
-
-def _render(backend: StudyBackend, session: Session, reader: Reader, view: CaseView, state: ReaderState
-            ) -> tuple[ReaderState, dict]:
-    """Render the case on screen and write telemetry the first time a slice or window is seen."""
-    path = crud.stimulus_for_reader(session=session, reader_id=reader.id, public_id=view.public_id,
-                                    media_dir=backend.media_dir)
-    array = backend.stimulus(path, view.kind)
-    out: dict = {}
-    if view.kind == "volume":
-        state = replace(state, slice=int(min(max(state.slice, 0), array.shape[0] - 1)))
-        pixels = render_stimulus(array, kind="volume", index=state.slice, width=state.width, level=state.level)
-        out["slice"] = {"value": state.slice, "maximum": array.shape[0] - 1}
-        out["slice_text"] = f"Slice {state.slice + 1} of {array.shape[0]}"
-        new_slices = [] if state.slice in state.logged else [state.slice]
-        window = _window_key(state)
-        new_windows = [] if window in state.logged else [window]
-        if new_slices or new_windows:
-            crud.record_telemetry(session=session, reader_id=reader.id, assignment_id=view.assignment_id,
-                                  slices=new_slices, windows=new_windows)
-            state = replace(state, logged=state.logged + tuple(new_slices) + tuple(new_windows))
-    else:
-        pixels = render_stimulus(array, kind="image2d", zoom=state.zoom, center=state.center)
-        top, left, ch, cw = crop_window(array.shape[:2], state.zoom, state.center)
-        h, w = array.shape[:2]
-        # Keep the centre actually shown, so the next click maps onto the right spot.
-        state = replace(state, center=((left + cw / 2) / w, (top + ch / 2) / h), size=(h, w))
-    out["image"] = Shown(pixels, view.public_id)
-    return state, out
+HIDE_CASE = {"case_panel": {"visible": False}, "intro": {"visible": False}}
 
 
 def _progress_html(view: CaseView) -> str:
-    done = view.position
-    pct = 100.0 * done / max(view.total, 1)
+    pct = 100.0 * view.position / max(view.total, 1)
     block = "Training case: feedback follows your answer. " if view.block == "training" else ""
     return (f"<div class='sdx-progress' role='progressbar' aria-valuemin='0' aria-valuemax='{view.total}' "
-            f"aria-valuenow='{done}'><div class='sdx-progress-bar' style='width:{pct:.1f}%'></div></div>"
+            f"aria-valuenow='{view.position}'><div class='sdx-progress-bar' style='width:{pct:.1f}%'></div></div>"
             f"<p class='sdx-progress-text'>{block}Case {view.position + 1} of {view.total}</p>")
 
 
@@ -182,76 +53,71 @@ def _answer_inputs(*, interactive: bool, value: dict | None = None) -> dict:
         "comment": {"value": value.get("comment", ""), "interactive": interactive}}
 
 
-def _show(backend: StudyBackend, session: Session, reader: Reader, study: Study, view: CaseView,
-          state: ReaderState, answer: dict | None = None) -> tuple[ReaderState, dict]:
+def _confidence_label(i: int, levels: int) -> str:
+    return {1: f"{i} (unsure)", levels: f"{i} (certain)"}.get(i, str(i))
+
+
+def _show(session: Session, reader_id: int, info: StudyInfo, view: CaseView, state: ReaderState,
+          answer: dict | None = None) -> tuple[ReaderState, dict, CaseView]:
     """Put a case on screen from its default view (first preset, middle slice, whole image)."""
-    crud.mark_shown(session=session, reader_id=reader.id, assignment_id=view.assignment_id)
-    preset, width, level = default_window(study)
+    crud.mark_shown(session=session, reader_id=reader_id, assignment_id=view.assignment_id)
+    preset, width, level = info.default_window
     state = replace(state, public_id=view.public_id, kind=view.kind, position=view.position, feedback=False,
-                    slice=study.design["stimulus"]["volume_shape"][0] // 2, preset=preset, width=width,
-                    level=level, zoom=1, center=(0.5, 0.5), logged=())
-    state, out = _render(backend, session, reader, view, state)
-    back = study.allow_changes and bool(state.history) and not view.answered
-    return state, {**out, **_answer_inputs(interactive=True, value=answer),
+                    slice=info.n_slices // 2, preset=preset, width=width, level=level, zoom=1, center=(0.5, 0.5),
+                    logged=())
+    state = log_view(session, reader_id, info, view, state)
+    back = info.allow_changes and bool(state.history) and not view.answered
+    return state, {**_answer_inputs(interactive=True, value=answer),
                    "notice": "", "intro": {"visible": False}, "case_panel": {"visible": True},
                    "volume_controls": {"visible": view.kind == "volume"},
                    "image_controls": {"visible": view.kind == "image2d"},
                    "preset": preset, "width": width, "level": level, "zoom": 1,
                    "progress": _progress_html(view), "position": view.position,
                    "submit": {"visible": True}, "feedback": {"visible": False, "value": ""},
-                   "next": {"visible": False}, "back": {"visible": back}}
+                   "next": {"visible": False}, "back": {"visible": back}}, view
 
 
-def _next(backend: StudyBackend, session: Session, reader: Reader, study: Study, state: ReaderState
-          ) -> tuple[ReaderState, dict]:
-    view = crud.next_case_for_reader(session=session, reader_id=reader.id)
+def _next(session: Session, reader_id: int, info: StudyInfo, state: ReaderState
+          ) -> tuple[ReaderState, dict, CaseView | None]:
+    view = crud.next_case_for_reader(session=session, reader_id=reader_id)
     if view is None:
-        return replace(state, public_id=None, feedback=False), {
-            "notice": DONE, "case_panel": {"visible": False}, "intro": {"visible": False}}
-    if study.locked:
-        return replace(state, public_id=None), {"notice": CLOSED, "case_panel": {"visible": False},
-                                                "intro": {"visible": False}}
-    return _show(backend, session, reader, study, view, state)
+        return replace(state, public_id=None, feedback=False), {"notice": DONE, **HIDE_CASE}, None
+    if info.locked:
+        return replace(state, public_id=None), {"notice": CLOSED, **HIDE_CASE}, None
+    return _show(session, reader_id, info, view, state)
 
 
-# ----------------------------------------------------------------------------- events
 @reader_safe
 def open_link(backend: StudyBackend, state: ReaderState, token: str | None) -> tuple[ReaderState, dict]:
     """Page load: resolve the link token (from the URL fragment) and show the instructions."""
     token = (token or "").strip()
-    hidden = {"token_in": "", "intro": {"visible": False}, "case_panel": {"visible": False}}
+    hidden = {"token_in": "", **HIDE_CASE}
     with backend.session() as session:
         reader = crud.reader_by_token(session=session, token=token) if token else None
         if reader is None:
             return ReaderState(), {**hidden, "notice": INVALID_LINK}
-        study = crud.get_study(session=session, study_id=reader.study_id)
-        view = crud.next_case_for_reader(session=session, reader_id=reader.id)
-    state = ReaderState(token=token)
-    levels = study.confidence_levels
+        reader_id, info = authorise(session, token)
+        view = crud.next_case_for_reader(session=session, reader_id=reader_id)
+    levels = info.confidence_levels
     setup = {"confidence": {"choices": [(_confidence_label(i, levels), i) for i in range(1, levels + 1)],
                             "label": f"Confidence (Shift+1 .. Shift+{levels})"},
-             "preset": {"choices": list(study.window_presets)}}
-    if view is None:
-        return state, {**hidden, **setup, "notice": DONE}
-    if study.locked:
-        return state, {**hidden, **setup, "notice": CLOSED}
-    resume = view.position > 0
+             "preset": {"choices": list(info.presets)}}
+    state = ReaderState(token=token)
+    if view is None or info.locked:
+        return state, {**hidden, **setup, "notice": DONE if view is None else CLOSED}
     return state, {**hidden, **setup, "notice": "", "intro": {"visible": True},
-                   "instructions": study.instructions or DEFAULT_INSTRUCTIONS,
-                   "start": f"Continue with case {view.position + 1} of {view.total}" if resume else
+                   "instructions": info.instructions or DEFAULT_INSTRUCTIONS,
+                   "start": f"Continue with case {view.position + 1} of {view.total}" if view.position else
                             f"Start ({view.total} cases)"}
-
-
-def _confidence_label(i: int, levels: int) -> str:
-    return {1: f"{i} (unsure)", levels: f"{i} (certain)"}.get(i, str(i))
 
 
 @reader_safe
 def start(backend: StudyBackend, state: ReaderState) -> tuple[ReaderState, dict]:
     """Show the next unanswered case (the resume point)."""
     with backend.session() as session:
-        reader, study = _reader(session, state)
-        return _next(backend, session, reader, study, state)
+        reader_id, info = authorise(session, state.token)
+        state, out, view = _next(session, reader_id, info, state)
+    return with_pixels(backend, state, out, view)
 
 
 @reader_safe
@@ -265,7 +131,7 @@ def submit(backend: StudyBackend, state: ReaderState, position, call, confidence
     if state.feedback:
         return state, {}  # answered already; waiting for "Next case"
     with backend.session() as session:
-        reader, study, view = _current(session, state)
+        reader_id, info, view = current(session, state)
         if position is None or int(position) != view.position:
             return state, {}
         if call not in ("real", "synthetic"):
@@ -274,12 +140,12 @@ def submit(backend: StudyBackend, state: ReaderState, position, call, confidence
             raise InputError("Choose your confidence first (Shift + number).")
         if likert is None:
             raise InputError("Rate the realism 1-5 first (keys Z X C V B).")
-        crud.submit_rating(session=session, reader_id=reader.id, assignment_id=view.assignment_id, call=call,
+        crud.submit_rating(session=session, reader_id=reader_id, assignment_id=view.assignment_id, call=call,
                            confidence=int(confidence), likert=int(likert), comment=comment or "")
         if view.public_id not in state.history:
             state = replace(state, history=state.history + (view.public_id,))
         if view.block == "training":
-            truth = crud.training_feedback(session=session, reader_id=reader.id, assignment_id=view.assignment_id)
+            truth = crud.training_feedback(session=session, reader_id=reader_id, assignment_id=view.assignment_id)
             verdict = "right" if truth == call else "not right"
             return replace(state, feedback=True), {
                 **_answer_inputs(interactive=False, value={"call": call, "confidence": confidence,
@@ -287,7 +153,8 @@ def submit(backend: StudyBackend, state: ReaderState, position, call, confidence
                 "feedback": {"visible": True, "value": f"### Training feedback\nThis image is **{truth}**. "
                                                        f"Your answer ({call}) was {verdict}."},
                 "submit": {"visible": False}, "next": {"visible": True}, "back": {"visible": False}}
-        return _next(backend, session, reader, study, state)
+        state, out, view = _next(session, reader_id, info, state)
+    return with_pixels(backend, state, out, view)
 
 
 @reader_safe
@@ -296,116 +163,25 @@ def next_case(backend: StudyBackend, state: ReaderState) -> tuple[ReaderState, d
     if not state.feedback:
         return state, {}
     with backend.session() as session:
-        reader, study = _reader(session, state)
-        return _next(backend, session, reader, study, replace(state, feedback=False))
+        reader_id, info = authorise(session, state.token)
+        state, out, view = _next(session, reader_id, info, replace(state, feedback=False))
+    return with_pixels(backend, state, out, view)
 
 
 @reader_safe
 def back(backend: StudyBackend, state: ReaderState) -> tuple[ReaderState, dict]:
     """Reopen the last case answered in this session, with its answer, if the study allows changes."""
     with backend.session() as session:
-        reader, study = _reader(session, state)
-        if not study.allow_changes:
+        reader_id, info = authorise(session, state.token)
+        if not info.allow_changes:
             raise ChangeNotAllowedError("changes not allowed")
         if not state.history:
             raise InputError("No earlier answer in this session to change.")
         public_id, history = state.history[-1], state.history[:-1]
-        view = crud.case_for_reader(session=session, reader_id=reader.id, public_id=public_id)
-        rating = next(r for r in crud.list_ratings(session=session, study_id=study.id)
+        view = crud.case_for_reader(session=session, reader_id=reader_id, public_id=public_id)
+        rating = next(r for r in crud.list_ratings(session=session, study_id=info.id)
                       if r.assignment_id == view.assignment_id)
         answer = {"call": rating.call, "confidence": rating.confidence, "likert": rating.likert,
                   "comment": rating.comment}
-        return _show(backend, session, reader, study, view, replace(state, history=history), answer)
-
-
-def _update_view(backend: StudyBackend, state: ReaderState, **changes) -> tuple[ReaderState, dict]:
-    with backend.session() as session:
-        reader, _, view = _current(session, state)
-        return _render(backend, session, reader, view, replace(state, **changes))
-
-
-@reader_safe
-def move(backend: StudyBackend, state: ReaderState, how: str) -> tuple[ReaderState, dict]:
-    """Keyboard or wheel: up, down, pageup, pagedown (towards the head is up), home, end."""
-    if state.kind != "volume" or state.public_id is None:
-        return state, {}
-    if how in MOVES:
-        index = state.slice + MOVES[how]
-    elif how in ("home", "end"):
-        index = 0 if how == "home" else 10**6  # clamped to the last slice when rendered
-    else:
-        raise InputError(f"unknown move {how!r}")
-    return _update_view(backend, state, slice=index)
-
-
-@reader_safe
-def set_slice(backend: StudyBackend, state: ReaderState, index) -> tuple[ReaderState, dict]:
-    if state.kind != "volume" or index is None:
-        return state, {}
-    return _update_view(backend, state, slice=round(float(index)))
-
-
-@reader_safe
-def set_preset(backend: StudyBackend, state: ReaderState, name) -> tuple[ReaderState, dict]:
-    """A preset by name, or by its 1-based number (keys 1-5)."""
-    if state.kind != "volume":
-        return state, {}
-    with backend.session() as session:
-        _, study = _reader(session, state)
-    names = list(study.window_presets)
-    if isinstance(name, int):
-        if not 1 <= name <= len(names):
-            return state, {}
-        name = names[name - 1]
-    if name not in study.window_presets:
-        raise InputError(f"Unknown window preset {name!r}.")
-    w = study.window_presets[name]
-    state, out = _update_view(backend, state, preset=name, width=float(w["width"]), level=float(w["level"]))
-    return state, {**out, "preset": name, "width": w["width"], "level": w["level"]}
-
-
-@reader_safe
-def set_window(backend: StudyBackend, state: ReaderState, width, level) -> tuple[ReaderState, dict]:
-    """Free window width/level (HU) from the sliders."""
-    if state.kind != "volume" or width is None or level is None:
-        return state, {}
-    if not float(width) > 0:
-        raise InputError(f"Window width must be > 0 HU, got {width}.")
-    state, out = _update_view(backend, state, preset=None, width=float(width), level=float(level))
-    return state, {**out, "preset": None}
-
-
-@reader_safe
-def set_zoom(backend: StudyBackend, state: ReaderState, zoom) -> tuple[ReaderState, dict]:
-    if state.kind != "image2d" or zoom is None:
-        return state, {}
-    zoom = int(zoom)
-    if zoom not in ZOOMS:
-        raise InputError(f"Zoom must be one of {ZOOMS}.")
-    center = (0.5, 0.5) if zoom == 1 else state.center
-    state, out = _update_view(backend, state, zoom=zoom, center=center)
-    return state, {**out, "zoom": zoom}
-
-
-@reader_safe
-def zoom_step(backend: StudyBackend, state: ReaderState, step: int) -> tuple[ReaderState, dict]:
-    """Keys + and -: one magnification step in or out around the current centre."""
-    if state.kind != "image2d":
-        return state, {}
-    i = min(max(ZOOMS.index(state.zoom) + step, 0), len(ZOOMS) - 1)
-    return set_zoom.__wrapped__(backend, state, ZOOMS[i])
-
-
-@reader_safe
-def click(backend: StudyBackend, state: ReaderState, col: float, row: float) -> tuple[ReaderState, dict]:
-    """A click on the 2D image at pixel ``(col, row)``: centre there and magnify one step (at most 8x)."""
-    if state.kind != "image2d" or state.public_id is None:
-        return state, {}
-    h, w = state.size
-    cx, cy = state.center
-    # The shown image is the crop scaled to the full size: map the click back into the whole image.
-    x = cx + (float(col) / w - 0.5) / state.zoom
-    y = cy + (float(row) / h - 0.5) / state.zoom
-    state = replace(state, center=(min(max(x, 0.0), 1.0), min(max(y, 0.0), 1.0)))
-    i = min(ZOOMS.index(state.zoom) + 1, len(ZOOMS) - 1)
-    return set_zoom.__wrapped__(backend, state, ZOOMS[i])
+        state, out, view = _show(session, reader_id, info, view, replace(state, history=history), answer)
+    return with_pixels(backend, state, out, view)

@@ -11,7 +11,7 @@ from pathlib import Path
 from gradio.data_classes import ImageData
 
 from reviewer_app.components import SliceImage, encode_png
-from reviewer_app.study_handlers import Shown
+from reviewer_app.study_reader import Shown
 
 
 class StudyImage(SliceImage):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gradio as gr
 
 from reviewer_app import study_handlers as h
+from reviewer_app import study_view as v
 from reviewer_app.study_backend import ZOOMS, StudyBackend
 from reviewer_app.study_image import StudyImage
 from reviewer_app.wiring import connector
@@ -64,7 +65,7 @@ def create_reader_page(backend: StudyBackend) -> dict:
                     c["back"] = gr.Button("Change my previous answer", visible=False, size="sm", elem_id="sdx-back")
                     gr.Markdown(KEY_HELP)
     with gr.Row(elem_classes=["sdx-hidden"]):
-        for move in (*h.MOVES, "home", "end"):
+        for move in (*v.MOVES, "home", "end"):
             c[f"key_{move}"] = gr.Button(move, elem_id=f"sdx-r-key-{move}", visible="hidden")
         for n in range(1, 6):
             c[f"key_preset{n}"] = gr.Button(str(n), elem_id=f"sdx-r-key-preset{n}", visible="hidden")
@@ -86,18 +87,18 @@ def wire_reader_page(demo: gr.Blocks, backend: StudyBackend, c: dict) -> None:
     connect(c["submit"].click, lambda s, *a: h.submit(backend, s, *a), answer, trigger_mode="once", **private)
     connect(c["next"].click, lambda s: h.next_case(backend, s), [st], trigger_mode="once", **private)
     connect(c["back"].click, lambda s: h.back(backend, s), [st], trigger_mode="once", **private)
-    for move in (*h.MOVES, "home", "end"):
-        connect(c[f"key_{move}"].click, lambda s, m=move: h.move(backend, s, m), [st], trigger_mode="multiple",
+    for move in (*v.MOVES, "home", "end"):
+        connect(c[f"key_{move}"].click, lambda s, m=move: v.move(backend, s, m), [st], trigger_mode="multiple",
                 **fast)
-    connect(c["slice"].input, lambda s, v: h.set_slice(backend, s, v), [st, c["slice"]],
+    connect(c["slice"].input, lambda s, i: v.set_slice(backend, s, i), [st, c["slice"]],
             trigger_mode="always_last", **fast)
     for n in range(1, 6):
-        connect(c[f"key_preset{n}"].click, lambda s, k=n: h.set_preset(backend, s, k), [st], **fast)
-    connect(c["preset"].input, lambda s, p: h.set_preset(backend, s, p), [st, c["preset"]], **fast)
+        connect(c[f"key_preset{n}"].click, lambda s, k=n: v.set_preset(backend, s, k), [st], **fast)
+    connect(c["preset"].input, lambda s, p: v.set_preset(backend, s, p), [st, c["preset"]], **fast)
     for name in ("width", "level"):
-        connect(c[name].release, lambda s, w, lv: h.set_window(backend, s, w, lv), [st, c["width"], c["level"]],
+        connect(c[name].release, lambda s, w, lv: v.set_window(backend, s, w, lv), [st, c["width"], c["level"]],
                 trigger_mode="always_last", **fast)
-    connect(c["zoom"].input, lambda s, z: h.set_zoom(backend, s, z), [st, c["zoom"]], **fast)
+    connect(c["zoom"].input, lambda s, z: v.set_zoom(backend, s, z), [st, c["zoom"]], **fast)
     for step, delta in (("in", 1), ("out", -1)):
-        connect(c[f"key_zoom_{step}"].click, lambda s, d=delta: h.zoom_step(backend, s, d), [st], **fast)
-    connect(c["image"].select, lambda s, evt: h.click(backend, s, *evt.index), [st], select=True, **fast)
+        connect(c[f"key_zoom_{step}"].click, lambda s, d=delta: v.zoom_step(backend, s, d), [st], **fast)
+    connect(c["image"].select, lambda s, evt: v.click(backend, s, *evt.index), [st], select=True, **fast)

@@ -10,7 +10,9 @@ import pytest
 
 from core.errors import InputError
 from reviewer_app import study_handlers as h
+from reviewer_app import study_view as v
 from reviewer_app.study_backend import render_stimulus
+from reviewer_app.study_reader import Shown
 from studies import crud
 from studies.design import StudyDesign
 from studies.stimuli import PNG_CHUNKS, load_image, load_volume, png_chunks
@@ -127,8 +129,8 @@ def test_a_case_outside_the_readers_sequence_is_refused(shared_data, tmp_path):
     state_b, _ = started(backend, token_b)
     # B's server-side state pointed at A's case (never possible through the page; checked anyway)
     forged = replace(state_b, public_id=only_a[0])
-    for event in (lambda: answer(backend, forged), lambda: h.set_zoom(backend, forged, 2),
-                  lambda: h.click(backend, replace(forged, kind="image2d"), 1, 1)):
+    for event in (lambda: answer(backend, forged), lambda: v.set_zoom(backend, forged, 2),
+                  lambda: v.click(backend, replace(forged, kind="image2d"), 1, 1)):
         with pytest.raises(InputError, match="not on your reading list"):
             event()
     assert rating_rows(backend, study_id) == []
@@ -185,12 +187,12 @@ def test_2d_zoom_and_click_serve_the_crop(he):
     state, out = started(backend, add_reader(backend, study_id))
     full = load_image(backend.media_dir / f"{state.public_id}.png")  # (64, 64, 3)
     np.testing.assert_array_equal(out["image"].pixels, full)
-    state, out = h.set_zoom(backend, state, 2)
+    state, out = v.set_zoom(backend, state, 2)
     np.testing.assert_array_equal(out["image"].pixels, np.repeat(np.repeat(full[16:48, 16:48], 2, 0), 2, 1))
-    state, out = h.click(backend, state, 0, 0)  # top-left corner of the 2x view (16, 16): 4x around it
+    state, out = v.click(backend, state, 0, 0)  # top-left corner of the 2x view (16, 16): 4x around it
     assert state.zoom == 4 and out["zoom"] == 4
     np.testing.assert_array_equal(out["image"].pixels, np.repeat(np.repeat(full[8:24, 8:24], 4, 0), 4, 1))
-    state, out = h.zoom_step(backend, state, -1)
+    state, out = v.zoom_step(backend, state, -1)
     assert state.zoom == 2 and state.center == (0.25, 0.25)
 
 
@@ -201,14 +203,14 @@ def test_volume_views_and_telemetry_reach_the_rating(shared_data, tmp_path):
     volume = load_volume(backend.media_dir / f"{state.public_id}.npy")  # (8, 48, 48) int16
     assert state.slice == 4 and state.preset == "Soft tissue"
     np.testing.assert_array_equal(out["image"].pixels, render_stimulus(volume, kind="volume", index=4))
-    state, _ = h.move(backend, state, "up")
-    state, _ = h.move(backend, state, "up")
-    state, out = h.set_preset(backend, state, 2)  # key 2 = the study's second preset
+    state, _ = v.move(backend, state, "up")
+    state, _ = v.move(backend, state, "up")
+    state, out = v.set_preset(backend, state, 2)  # key 2 = the study's second preset
     assert out["preset"] == "Lung" and state.width == 1500
     np.testing.assert_array_equal(out["image"].pixels, render_stimulus(volume, kind="volume", index=6, width=1500,
                                                                        level=-600))
-    state, out = h.set_window(backend, state, 300, 50)
-    state, out = h.move(backend, state, "end")
+    state, out = v.set_window(backend, state, 300, 50)
+    state, out = v.move(backend, state, "end")
     assert out["slice"] == {"value": 7, "maximum": 7} and out["slice_text"] == "Slice 8 of 8"
     state, out = answer(backend, state)
     with backend.session() as session:
@@ -223,9 +225,9 @@ def test_study_image_urls_are_salted_per_case_and_png_is_bare(tmp_path, monkeypa
 
     image = StudyImage(format="png")
     pixels = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
-    a = image.postprocess(h.Shown(pixels, "a" * 32))
-    a_again = image.postprocess(h.Shown(pixels.copy(), "a" * 32))
-    duplicate = image.postprocess(h.Shown(pixels, "b" * 32))
+    a = image.postprocess(Shown(pixels, "a" * 32))
+    a_again = image.postprocess(Shown(pixels.copy(), "a" * 32))
+    duplicate = image.postprocess(Shown(pixels, "b" * 32))
     assert a.path == a_again.path and a.path != duplicate.path
     assert a.orig_name == "view.png" and a.path.endswith("/view.png") and "a" * 32 not in a.path
     data = Path(a.path).read_bytes()
