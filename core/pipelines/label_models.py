@@ -316,7 +316,10 @@ def load_component(spec: LabelModelSpec, name: str, *, device: str = "cpu", dtyp
         model = UNet2DConditionModel.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
         if "unet_lora" in spec.components:
             model.load_lora_adapter(
-                str(spec.components["unet_lora"] / "unet_lora"), prefix=None, adapter_name="default"
+                str(spec.components["unet_lora"] / "unet_lora"),
+                weight_name="pytorch_lora_weights.safetensors",
+                prefix=None,
+                adapter_name="default",
             )
             model.fuse_lora()
             model.unload_lora()
@@ -340,7 +343,9 @@ def load_component(spec: LabelModelSpec, name: str, *, device: str = "cpu", dtyp
         return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
     else:
         raise ValueError(f"unknown component {name!r}")
-    return model.to(device).eval()
+    if str(device) != "cpu":  # (a no-op .to() on CPU makes diffusers warn about float32 modules)
+        model = model.to(device)
+    return model.eval()
 
 
 def load_label_model(

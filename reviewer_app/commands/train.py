@@ -18,7 +18,9 @@ Rerunning with the same --out resumes from the newest checkpoint.
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a model on your own data (inpaint: CT lesion/organ inpainting)")
+    p = sub.add_parser(
+        "train", help="train a model on your own data (inpaint, label-diffusion, controlnet, sd-finetune)"
+    )
     tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
     t = tasks.add_parser(
         "inpaint",
@@ -87,6 +89,9 @@ def register(sub) -> None:
     t.add_argument("--name", help="model name written to the card")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     t.set_defaults(func=run)
+    from reviewer_app.commands.train_label import register_tasks  # label-diffusion, controlnet, sd-finetune
+
+    register_tasks(tasks)
 
 
 def config_from_args(args: argparse.Namespace):
