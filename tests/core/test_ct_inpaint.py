@@ -17,6 +17,7 @@ def make_tiny_model(
     *,
     seed: int = 0,
     conditioning: str = "content",
+    prediction_type: str = "epsilon",
     resolution: int = 16,
     hu_range=(-1000.0, 1000.0),
 ) -> Path:
@@ -34,6 +35,7 @@ def make_tiny_model(
         attention_levels=(False, True),
         norm_num_groups=8,
         conditioning=conditioning,
+        prediction_type=prediction_type,
     )
     unet = build_unet(mc)
     cfg = TrainConfig(model=mc, data=DataConfig(hu_range=hu_range), model_name=f"tiny-{seed}")
@@ -196,3 +198,14 @@ def test_bad_requests_raise_input_errors(pipe: CTInpaintPipeline, tmp_path: Path
     (tmp_path / "plain" / "unet" / "config.json").write_text(json.dumps({**cfg, "in_channels": 4}))
     with pytest.raises(InputError, match="3 input channels"):
         CTInpaintPipeline.from_pretrained(tmp_path / "plain")
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmsolver++", "repaint"])
+def test_v_prediction_models_sample_with_every_sampler(tmp_path: Path, sampler: str) -> None:
+    pipe = CTInpaintPipeline.from_pretrained(make_tiny_model(tmp_path / "v", prediction_type="v_prediction"))
+    assert pipe.scheduler_config["prediction_type"] == "v_prediction"
+    img, mask = ct_slice(), square_mask()
+    out = pipe(img, mask, num_inference_steps=3, sampler=sampler, jump_length=1, seed=2)
+    assert np.array_equal(out.image[~mask], img[~mask]) and not np.array_equal(out.image[mask], img[mask])
+    low, high = pipe.hu_range
+    assert np.all((out.samples >= low) & (out.samples <= high)) and np.isfinite(out.samples).all()
