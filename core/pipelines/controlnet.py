@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,15 +65,28 @@ class LabelGenerationOutput:
         return self.images[0]
 
 
-def make_scheduler(scheduler_config: dict, sampler: str):
-    """The inference scheduler (``"dpmsolver++"`` 2nd order or ``"ddim"`` eta 0) from a training schedule."""
+def make_scheduler(scheduler_config: dict, sampler: str, *, clip: bool = False):
+    """The inference scheduler (``"dpmsolver++"`` 2nd order or ``"ddim"`` eta 0) from a training schedule.
+
+    ``clip`` keeps every predicted clean image in [-1, 1] (pixel-space models). Without it an
+    epsilon-predicting model on a cosine schedule divides by sqrt(alpha_bar) ~ 0 at the first
+    step and its samples are saturated noise; latents are not bounded, so latent models pass False.
+    """
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
     if sampler == "ddim":
-        return DDIMScheduler.from_config(scheduler_config, timestep_spacing="trailing", clip_sample=False)
+        return DDIMScheduler.from_config(
+            scheduler_config, timestep_spacing="trailing", clip_sample=clip, clip_sample_range=1.0
+        )
     if sampler == "dpmsolver++":
+        # thresholding with sample_max_value 1 is a plain clip of the data prediction to [-1, 1]
         return DPMSolverMultistepScheduler.from_config(
-            scheduler_config, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing"
+            scheduler_config,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            timestep_spacing="trailing",
+            thresholding=clip,
+            sample_max_value=1.0,
         )
     raise InputError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
 
@@ -91,6 +105,7 @@ def denoise(
     sampler: str = "dpmsolver++",
     guidance_scale: float = 1.0,
     uncond_hidden_states=None,
+    clip: bool = True,
     on_step: Callable[[], None] | None = None,
 ):
     """The sampling loop (pixels or latents); used by the pipeline and by training validation.
@@ -103,6 +118,7 @@ def denoise(
         controlnet: ``ControlNetModel`` or None; control: ``(b, C, H, W)`` one-hot label maps.
         conditioning_scale: multiplies the ControlNet residuals (0 = base alone).
         guidance_scale: classifier-free guidance with ``uncond_hidden_states`` when > 1.
+        clip: keep predicted clean samples in [-1, 1] (pixel models; False for latents).
 
     Returns:
         ``(b, *shape)`` float32 samples (model space: [-1, 1] pixels or latents).
@@ -110,7 +126,7 @@ def denoise(
     import torch
 
     device = next(unet.parameters()).device
-    sched = make_scheduler(scheduler_config, sampler)
+    sched = make_scheduler(scheduler_config, sampler, clip=clip)
     sched.set_timesteps(num_inference_steps, device=device)
     x = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device) * sched.init_noise_sigma
     cfg = guidance_scale > 1.0 and uncond_hidden_states is not None
@@ -299,6 +315,7 @@ class ControlNetPipeline:
             sampler=sampler,
             guidance_scale=float(guidance_scale),
             uncond_hidden_states=uncond,
+            clip=not spec.latent,
             on_step=tick,
         )
 
@@ -310,6 +327,7 @@ class ControlNetPipeline:
             "pipeline": PIPELINE_NAME,
             "pipeline_version": PIPELINE_VERSION,
             "model": spec.as_dict(),
+            "model_sha256": hashlib.sha256(json.dumps(spec.sha256, sort_keys=True).encode()).hexdigest(),
             "seeds": seeds,
             "sampler": sampler,
             "num_inference_steps": int(num_inference_steps),

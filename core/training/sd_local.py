@@ -180,6 +180,7 @@ class FinetuneTask:
             shape,
             num_inference_steps=self.config.sample_steps,
             sampler="ddim",
+            clip=False,  # latents are not bounded
         )
         lat = self.base.latent
         x = self.frozen.vae.decode(z / lat["scaling_factor"] + (lat.get("shift_factor") or 0.0)).sample.clamp(

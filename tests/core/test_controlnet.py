@@ -55,6 +55,20 @@ def tiny_base_config(out: Path, data: LabelDataConfig, **kw) -> LabelDiffusionCo
     return replace(base, **kw)
 
 
+def tiny_ct_models(root: Path) -> tuple[Path, Path]:
+    """A 2-step tiny CT base and a 1-step ControlNet on it (for CLI and app tests); returns (base, controlnet)."""
+    from core.training.data import discover_sources
+    from core.training.train_controlnet import train as train_cn
+    from core.training.train_label_diffusion import train as train_base
+
+    make_case(root / "data" / "case_a", seed=0)
+    data = LabelDataConfig(sources=tuple(discover_sources(root / "data")), pixel_mm=4.0)
+    base = train_base(tiny_base_config(root / "base", data, steps=2, sample_every=2), progress=False)
+    cfg = ControlNetConfig(out_dir=str(root / "cn"), base=str(base), data=data, steps=1, batch_size=2, warmup_steps=0,
+                           sample_every=1, checkpoint_every=1, sample_steps=2, num_threads=1)  # fmt: skip
+    return base, train_cn(cfg, progress=False)
+
+
 @pytest.fixture(scope="module")
 def ct_data(tmp_path_factory) -> LabelDataConfig:
     from core.training.data import discover_sources
