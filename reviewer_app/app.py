@@ -8,6 +8,7 @@ import gradio as gr
 
 from reviewer_app import viewer_handlers as h
 from reviewer_app.services import Services
+from reviewer_app.tabs.controlnet import create_controlnet_tab
 from reviewer_app.tabs.inpaint import create_inpaint_tab
 from reviewer_app.tabs.viewer import create_viewer_tab
 from reviewer_app.wiring import connector
@@ -38,6 +39,8 @@ def build_app(services: Services, study=None) -> gr.Blocks:
                 viewer = create_viewer_tab(services)
             with gr.Tab("Inpainting", id="inpaint"):
                 create_inpaint_tab(services, viewer["state"])
+            with gr.Tab("ControlNet", id="controlnet"):
+                create_controlnet_tab(services, viewer["state"])
         if services.catalog:
             first = services.catalog[0].key
 

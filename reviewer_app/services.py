@@ -128,6 +128,30 @@ class Services:
         path = str(Path(model_path).resolve())
         return self._pipelines.get(path, lambda: CTInpaintPipeline.from_pretrained(path))
 
+    def controlnet_models(self) -> dict[str, Path]:
+        """Label-map model folders with a ControlNet (``core.pipelines.label_models``) by display name."""
+        from core.pipelines.label_models import read_label_model
+
+        found: dict[str, Path] = {}
+        for folder in self.model_dirs:
+            for candidate in (
+                [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if folder.is_dir() else []
+            ):
+                try:
+                    spec = read_label_model(candidate)
+                except InputError:
+                    continue
+                if spec.has_controlnet and spec.classes:
+                    found.setdefault(f"{spec.name} ({candidate.name})", candidate)
+        return found
+
+    def label_pipeline(self, model_path: str | Path):
+        """The ControlNet pipeline of a model folder, loaded once and shared (inference only)."""
+        from core.pipelines.controlnet import ControlNetPipeline
+
+        path = str(Path(model_path).resolve())
+        return self._pipelines.get(f"controlnet:{path}", lambda: ControlNetPipeline.from_pretrained(path))
+
     def shape_library(self):
         """Lesion outlines users can place: procedural ones plus tumours from KiTS-style label maps."""
         from core.mask_library import procedural_shapes, shapes_from_label_maps
