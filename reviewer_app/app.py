@@ -10,6 +10,7 @@ from reviewer_app import viewer_handlers as h
 from reviewer_app.services import Services
 from reviewer_app.tabs.controlnet import create_controlnet_tab
 from reviewer_app.tabs.inpaint import create_inpaint_tab
+from reviewer_app.tabs.slides import create_slides_tab
 from reviewer_app.tabs.viewer import create_viewer_tab
 from reviewer_app.wiring import connector
 
@@ -41,6 +42,8 @@ def build_app(services: Services, study=None) -> gr.Blocks:
                 create_inpaint_tab(services, viewer["state"])
             with gr.Tab("ControlNet", id="controlnet"):
                 create_controlnet_tab(services, viewer["state"])
+            with gr.Tab("Slides", id="slides"):
+                create_slides_tab(services, viewer["state"])
         if services.catalog:
             first = services.catalog[0].key
 

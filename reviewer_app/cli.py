@@ -16,7 +16,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("app", "info", "train", "inpaint", "study", "generate")
+COMMANDS = ("app", "info", "train", "inpaint", "study", "slide", "generate")
 
 DESCRIPTION = """\
 Synthetic CT and histopathology with diffusion models, and blinded expert review.

@@ -128,6 +128,30 @@ class Services:
         path = str(Path(model_path).resolve())
         return self._pipelines.get(path, lambda: CTInpaintPipeline.from_pretrained(path))
 
+    def slide_models(self) -> dict[str, Path]:
+        """Tiled H&E model folders (a card of kind latent-diffusion, domain he, with a ControlNet) by display name."""
+        from core.pipelines.label_models import read_label_model
+
+        found: dict[str, Path] = {}
+        for folder in self.model_dirs:
+            for candidate in (
+                [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if folder.is_dir() else []
+            ):
+                try:
+                    spec = read_label_model(candidate)
+                except InputError:
+                    continue
+                if spec.domain == "he" and spec.kind == "latent-diffusion" and spec.has_controlnet:
+                    found.setdefault(f"{spec.name} ({candidate.name})", candidate)
+        return found
+
+    def slide_pipeline(self, model_path: str | Path):
+        """The tiled H&E pipeline of a model folder, loaded once and shared (inference only)."""
+        from core.pipelines.histo_tiled import HistoTiledPipeline
+
+        path = str(Path(model_path).resolve())
+        return self._pipelines.get(f"slide:{path}", lambda: HistoTiledPipeline.from_pretrained(path))
+
     def controlnet_models(self) -> dict[str, Path]:
         """Label-map model folders with a ControlNet (``core.pipelines.label_models``) by display name."""
         from core.pipelines.label_models import read_label_model
