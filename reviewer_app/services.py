@@ -107,19 +107,27 @@ class Services:
 
         return self.cache.get(key, load)
 
+    def _model_folders(self, read, keep=lambda spec: True) -> dict[str, Path]:
+        """Model folders (each ``model_dirs`` entry and its subfolders) that ``read`` accepts and ``keep``
+        selects, by display name "<card name> (<folder>)"; the first one found wins (shipped models first)."""
+        found: dict[str, Path] = {}
+        for folder in self.model_dirs:
+            if not folder.is_dir():
+                continue
+            for candidate in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
+                try:
+                    spec = read(candidate)
+                except InputError:
+                    continue
+                if keep(spec):
+                    found.setdefault(f"{spec.name} ({candidate.name})", candidate)
+        return found
+
     def inpaint_models(self) -> dict[str, Path]:
         """Readable inpainting model folders by display name (shipped models first)."""
         from core.pipelines.loading import read_model_folder
 
-        found: dict[str, Path] = {}
-        for folder in self.model_dirs:
-            for candidate in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if folder.is_dir() else []:
-                try:
-                    spec = read_model_folder(candidate)
-                except InputError:
-                    continue
-                found.setdefault(f"{spec.name} ({candidate.name})", candidate)
-        return found
+        return self._model_folders(read_model_folder)
 
     def pipeline(self, model_path: str | Path):
         """The inpainting pipeline of a model folder, loaded once and shared (inference only)."""
@@ -132,18 +140,9 @@ class Services:
         """Tiled H&E model folders (a card of kind latent-diffusion, domain he, with a ControlNet) by display name."""
         from core.pipelines.label_models import read_label_model
 
-        found: dict[str, Path] = {}
-        for folder in self.model_dirs:
-            for candidate in (
-                [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if folder.is_dir() else []
-            ):
-                try:
-                    spec = read_label_model(candidate)
-                except InputError:
-                    continue
-                if spec.domain == "he" and spec.kind == "latent-diffusion" and spec.has_controlnet:
-                    found.setdefault(f"{spec.name} ({candidate.name})", candidate)
-        return found
+        return self._model_folders(
+            read_label_model, lambda s: s.domain == "he" and s.kind == "latent-diffusion" and s.has_controlnet
+        )
 
     def slide_pipeline(self, model_path: str | Path):
         """The tiled H&E pipeline of a model folder, loaded once and shared (inference only)."""
@@ -156,18 +155,7 @@ class Services:
         """Label-map model folders with a ControlNet (``core.pipelines.label_models``) by display name."""
         from core.pipelines.label_models import read_label_model
 
-        found: dict[str, Path] = {}
-        for folder in self.model_dirs:
-            for candidate in (
-                [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if folder.is_dir() else []
-            ):
-                try:
-                    spec = read_label_model(candidate)
-                except InputError:
-                    continue
-                if spec.has_controlnet and spec.classes:
-                    found.setdefault(f"{spec.name} ({candidate.name})", candidate)
-        return found
+        return self._model_folders(read_label_model, lambda s: s.has_controlnet and s.classes)
 
     def label_pipeline(self, model_path: str | Path):
         """The ControlNet pipeline of a model folder, loaded once and shared (inference only)."""
@@ -208,9 +196,18 @@ def build_services(
         if not catalog and not demo:
             raise InputError(f"--data {data_dir}: no DICOM series, NIfTI, case folders or images found")
         # KiTS-style label maps without their image: a library of real tumour outlines
-        library = sorted(p for p in Path(data_dir).rglob("segmentation.nii.gz") if not (p.parent / "imaging.nii.gz").exists())
+        library = sorted(
+            p
+            for p in Path(data_dir).rglob("segmentation.nii.gz")
+            if not (p.parent / "imaging.nii.gz").exists()
+        )
     if demo or data_dir is None:
         catalog = demo_entries() + catalog
     model_dirs = [shipped_models()] + ([Path(models_dir)] if models_dir else [])
-    return Services(catalog=catalog, db=db, work_dir=work_dir or Path.cwd() / "synthdx-work",
-                    model_dirs=model_dirs, label_map_library=library)
+    return Services(
+        catalog=catalog,
+        db=db,
+        work_dir=work_dir or Path.cwd() / "synthdx-work",
+        model_dirs=model_dirs,
+        label_map_library=library,
+    )
