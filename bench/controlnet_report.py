@@ -144,10 +144,8 @@ def grid(sets: dict, fakes: dict, names, png: Path) -> None:
 
 def ship(args, report: dict, out: Path) -> None:
     """Copy base, domain ControlNet and segmenter into ``args.ship`` (float16) with the comparison in the card."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
     from core.pipelines.label_models import read_label_model, weights_sha256
+    from core.training.export import store_float16
 
     dest = Path(args.ship)
     spec = read_label_model(args.domain)
@@ -158,12 +156,8 @@ def ship(args, report: dict, out: Path) -> None:
     shutil.copytree(base_src, base_dst)
     shutil.copytree(Path(args.domain), cn_dst)
     shutil.copytree(Path(args.segmenter), cn_dst / "faithfulness_segmenter")
-    for f in [*base_dst.rglob("*.safetensors"), *cn_dst.rglob("*.safetensors")]:
-        tensors = load_file(str(f))
-        save_file(
-            {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}, str(f)
-        )
-    note = "Weights stored as float16 for shipping (trained in float32); loaded as float32."
+    store_float16(base_dst)
+    note = store_float16(cn_dst)
     base_card = json.loads((base_dst / "model_card.json").read_text())
     base_card["storage"] = note
     (base_dst / "model_card.json").write_text(json.dumps(base_card, indent=2) + "\n")

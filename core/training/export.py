@@ -142,6 +142,21 @@ def export_model(unet, scheduler, card: dict, out: str | Path) -> Path:
     return out
 
 
+FLOAT16_NOTE = "Weights stored as float16 for shipping (trained in float32); loaded as float32."
+
+
+def store_float16(folder: str | Path) -> str:
+    """Rewrite every ``*.safetensors`` under ``folder`` with float16 floating tensors (half the bytes
+    in ``assets/``; the loaders cast back to float32). Returns the note for the card's ``storage``."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    for f in sorted(Path(folder).rglob("*.safetensors")):
+        tensors = load_file(str(f))
+        save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}, str(f))
+    return FLOAT16_NOTE
+
+
 def card_markdown(card: dict) -> str:
     """The model card as a short human-readable README (the JSON card is the reference)."""
     t, i, code = card["training"], card["inputs"], card["code_version"]

@@ -398,13 +398,16 @@ def train(config: TilesConfig, *, progress: bool = True) -> Path:
 
 
 def ship(model_dir: str | Path, dest: str | Path, autoencoder: str | Path) -> Path:
-    """Copy an exported model folder to ``dest`` and point its card's base at ``autoencoder``."""
+    """Copy an exported model folder to ``dest`` (weights as float16) and point its card's base at ``autoencoder``."""
+    from core.training.export import store_float16
+
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(model_dir, dest)
     card = json.loads((dest / "model_card.json").read_text())
     card["base"] = {"path": os.path.relpath(Path(autoencoder).resolve(), dest.resolve())}
+    card["storage"] = store_float16(dest)
     (dest / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     return dest
 
