@@ -78,7 +78,7 @@ class TilesConfig:
     num_train_timesteps: int = 1000
     beta_schedule: str = "scaled_linear"
     prediction_type: str = "epsilon"
-    steps: int = 1500
+    steps: int = 2000
     batch_size: int = 8
     learning_rate: float = 3e-4
     warmup_steps: int = 200
