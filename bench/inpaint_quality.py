@@ -159,7 +159,12 @@ def main() -> int:
     parser.add_argument("--kid-subset-size", type=int, default=50, help="capped at half the regions")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "inpaint_quality.json"))
+    parser.add_argument("--update-card", action="store_true", help="store the figures in the model card and README")
+    parser.add_argument("--card-from", metavar="JSON", help="only store an earlier run's figures in the card")
     args = parser.parse_args()
+    if args.card_from:
+        update_card(Path(args.model), json.loads(Path(args.card_from).read_text()))
+        return 0
 
     import torch
 
@@ -259,7 +264,50 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {out}")
+    if args.update_card and pipe is not None:
+        update_card(model_dir, report)
     return 0
+
+
+METHODS = ("model", "biharmonic", "mean_fill", "noise")
+
+
+def card_summary(report: dict) -> dict:
+    """The card's ``quality``: FID/KID ratios to the neighbouring-slice baseline and PSNR/SSIM per method."""
+    ratios, paired = {}, {}
+    for kind, views in report["results"].items():
+        for view in ("context", "tight"):
+            e = views[view]
+            ratios[f"{kind}/{view}"] = {
+                m: {"fid_ratio": e[m]["fid_ratio"], "kid_ratio": e[m]["kid_ratio"]} for m in METHODS if m in e
+            }
+            ratios[f"{kind}/{view}"]["n"] = e["n"]
+        paired[kind] = views["paired_in_mask"]
+    return {
+        "benchmark": "bench/inpaint_quality.py",
+        "held_out_cases": report["held_out_cases"],
+        "sampler": report["sampler"],
+        "features": report["features"]["extractor"],
+        "ratio_to_neighbouring_slices": ratios,
+        "paired_in_mask": paired,
+        "note": "FID (KID) of a method's inpainted regions vs the real ones over the same statistic between "
+        "neighbouring real slices at the same boxes; lower is better, 1 = as close as adjacent real slices.",
+    }
+
+
+def update_card(model_dir: Path, report: dict) -> None:
+    """Write ``card_summary(report)`` into ``model_card.json`` and re-render the folder's README."""
+    from core.pipelines.loading import read_model_folder
+    from core.training.export import card_markdown
+
+    path = model_dir / "model_card.json"
+    if (report.get("model") or {}).get("sha256") != read_model_folder(model_dir).sha256:
+        raise SystemExit(f"{model_dir}: the report was measured on other weights (sha256 differs)")
+    card = json.loads(path.read_text())
+    card["quality"] = card_summary(report)
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    (model_dir / "README.md").write_text(card_markdown(card))
+    print(f"updated {path}")
 
 
 def _r(x: float, nd: int):

@@ -153,7 +153,9 @@ def store_float16(folder: str | Path) -> str:
 
     for f in sorted(Path(folder).rglob("*.safetensors")):
         tensors = load_file(str(f))
-        save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}, str(f))
+        save_file(
+            {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}, str(f)
+        )
     return FLOAT16_NOTE
 
 
@@ -188,4 +190,30 @@ def card_markdown(card: dict) -> str:
         f"**Reproduce.** {card.get('reproduce', '')}",
         "",
     ]
+    if "quality" in card:
+        lines += _quality_markdown(card["quality"])
     return "\n".join(lines)
+
+
+def _quality_markdown(q: dict) -> list[str]:
+    """The card's ``quality`` (``bench/inpaint_quality.py``) as a table of FID ratios."""
+    methods = ("model", "biharmonic", "mean_fill", "noise")
+    lines = [
+        "## Quality on held-out cases",
+        "",
+        (
+            f"{q['note']} Cases {', '.join(q['held_out_cases'])}; {q['sampler']['name']}, "
+            f"{q['sampler']['steps']} steps; features: {q['features']}; measured by `{q['benchmark']}`."
+        ),
+        "",
+        "| region / view | n | " + " | ".join(methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for key, row in q["ratio_to_neighbouring_slices"].items():
+        cells = [
+            f"{row[m]['fid_ratio']:.2f}" if m in row and row[m]["fid_ratio"] is not None else "-"
+            for m in methods
+        ]
+        lines.append(f"| {key} | {row['n']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
