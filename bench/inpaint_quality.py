@@ -60,6 +60,15 @@ def held_out_sources(model_dir: Path) -> tuple[list[dict], str]:
     return [s for s in sources if s["name"] in holdout], origin
 
 
+def _data_path(path: str, data_dir: Path) -> Path:
+    """A source path of a recipe (relative to ``--data``) or of a card (as the training run saw it,
+    e.g. ``../shared/data/ct/...`` from the repository root)."""
+    for candidate in (data_dir / path, ROOT / path):
+        if candidate.exists():
+            return candidate
+    return data_dir / path
+
+
 def make_regions(
     source: dict, data_dir: Path, per_case: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, list]:
@@ -67,7 +76,7 @@ def make_regions(
     from core.io import load_volume
     from core.masks import RandomEllipse, body_mask, tumor_mask, validate_mask
 
-    vol = load_volume(data_dir / source["image"], labels=data_dir / source["labels"])
+    vol = load_volume(_data_path(source["image"], data_dir), labels=_data_path(source["labels"], data_dir))
     lesion = tumor_mask(vol.labels, lesion_labels=tuple(source["lesion_labels"]))  # (z, y, x) bool
     hu = vol.array
 
