@@ -24,8 +24,8 @@ def register(sub) -> None:
                    "research tools: the mode for real studies with clinicians (= `synthdx study serve`)")
     p.add_argument("--study-files", metavar="DIR", help="folder that manifests uploaded on /owner may reference")
     p.add_argument("--base-url", help="address put in readers' links (default: the one the owner's browser uses)")
-    p.add_argument("--models", metavar="DIR", help="folder of your own inpainting model folders (diffusers "
-                   "save_pretrained layout, e.g. written by `synthdx train inpaint`), besides the shipped ones")
+    p.add_argument("--models", metavar="DIR", help="folder of your own model folders (inpainting, ControlNet or tiled "
+                   "H&E, as `synthdx train ...` writes them), offered besides the shipped ones")
     p.add_argument("--work-dir", metavar="DIR", help="where uploads and outputs are written (default ./synthdx-work)")
     p.set_defaults(func=run)
 
