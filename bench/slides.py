@@ -5,8 +5,9 @@ Measured in one run with one model (``--model``, default the shipped ``assets/mo
 * ``seams``: ``core.metrics.seams.seam_ratio`` (gradient across tile boundaries / inside tiles)
   of a ``--seam-size`` image generated with our fused tiling (tile 256, overlap 64) and, same
   model, layout and seed, with naive non-overlapping tiles (overlap 0). Each image is scored
-  at its own window edges and both at the naive 256 px grid. Goal: ours within 5 % of 1.0;
-  naive shows the seams. Scored on the uint8 images before any JPEG.
+  at its own window edges and both at the naive 256 px grid, and (``ratio_phase_matched``) at
+  its own edges against interior pairs at latent-cell edges only (``period`` = the
+  autoencoder's factor). Goal: ours within 5 % of 1.0; naive shows the seams. Scored on the uint8 images before any JPEG.
 * ``patch_fid_kid``: for each training slide, the tissue layout of its held-out region (never
   trained on) is generated at the region's size in that slide's stain style; 128 px patches
   at the same grid positions (>= 50 % tissue in the real layout) are compared with the real
@@ -24,6 +25,7 @@ stores the figures in the model card (``metrics.bench``)::
 
     python bench/slides.py --threads 1                       # about 1.5 h on a shared 2-core CPU
     python bench/slides.py --sizes 512 1024 --skip-fid       # quick look
+    python bench/slides.py --skip-fid --skip-scaling         # seams only
 """
 
 from __future__ import annotations
@@ -65,10 +67,15 @@ def seams(pipe, size: int, steps: int, seed: int) -> dict:
         out = pipe(layout, height=size, width=size, tile_size=256, overlap=overlap, num_inference_steps=steps, seed=seed)
         own = tile_boundaries(size, 256, overlap)
         s_own, s_grid = seam_ratio(out.image, own, own), seam_ratio(out.image, grid, grid)
-        result[name] = {"overlap_px": overlap, "ratio_at_own_window_edges": round(s_own.ratio, 4),
+        s_phase = seam_ratio(out.image, own, own, period=pipe.factor)  # interior at latent-cell edges only
+        result[name] = {"overlap_px": overlap, "ratio_phase_matched": round(s_phase.ratio, 4),
+                        "ratio_at_own_window_edges": round(s_own.ratio, 4),
                         "ratio_at_256px_grid": round(s_grid.ratio, 4), "boundary": round(s_own.boundary, 3),
                         "interior": round(s_own.interior, 3), "time_s": out.provenance["time_s"]["total"]}  # fmt: skip
     result["goal"] = "ours within 5 % of 1.0; naive above"
+    result["note"] = (f"ratio_phase_matched compares window edges with interior pairs at latent-cell edges "
+                      f"(period {pipe.factor} px, core.metrics.seams): the decoder's own cell texture alone "
+                      "lifts the every-pair ratios above 1")
     return result
 
 
@@ -168,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seam-size", type=int, default=1024)
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096])
     p.add_argument("--skip-fid", action="store_true")
+    p.add_argument("--skip-scaling", action="store_true")
     p.add_argument("--work", default=str(REPO / "bench/results/slides_work"))
     p.add_argument("--out", default=str(REPO / "bench/results/slides.json"))
     p.add_argument("--update-card", action="store_true", help="store the figures in the model card (metrics.bench)")
@@ -187,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     if not a.skip_fid:
         result["patch_fid_kid"] = patch_fid_kid(pipe, Path(a.data_dir), a.steps, a.seed)
         print(json.dumps(result["patch_fid_kid"]), flush=True)
-    result["scaling"] = scaling(a.model, a.sizes, a.steps, a.threads, Path(a.work))
+    if not a.skip_scaling:
+        result["scaling"] = scaling(a.model, a.sizes, a.steps, a.threads, Path(a.work))
     result["bench_wall_s"] = round(time.time() - t0, 1)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -196,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.update_card:
         card_path = Path(a.model) / "model_card.json"
         card = json.loads(card_path.read_text())
-        card.setdefault("metrics", {})["bench"] = {k: v for k, v in result.items() if k != "model"}
+        bench = card.setdefault("metrics", {}).setdefault("bench", {})  # parts not measured now are kept
+        bench.update({k: v for k, v in result.items() if k != "model"})
         card_path.write_text(json.dumps(card, indent=2) + "\n")
     return 0
 

@@ -92,3 +92,20 @@ def test_seam_ratio_sees_tile_edges_and_not_smooth_images():
     assert tile_boundaries(256, 64, 16) == [48, 64, 96, 112, 144, 160, 192, 208]
     with pytest.raises(InputError):
         seam_ratio(texture, [], [])
+
+
+def test_seam_ratio_with_a_period_ignores_a_decoders_cell_texture_but_not_seams():
+    from core.metrics.seams import seam_ratio, tile_boundaries
+
+    rng = np.random.default_rng(1)
+    cells = rng.normal(128, 10, (64, 64))
+    decoded = np.kron(cells, np.ones((4, 4))) + rng.normal(
+        0, 2, (256, 256)
+    )  # 4x upsampled: jumps at cell edges
+    rows = cols = tile_boundaries(256, 64)
+    assert seam_ratio(decoded, rows, cols).ratio > 1.5  # every pair: the cell edges look like seams
+    assert seam_ratio(decoded, rows, cols, period=4).ratio == pytest.approx(1.0, abs=0.05)
+    tiled = decoded + np.kron(rng.normal(0, 15, (4, 4)), np.ones((64, 64)))
+    assert seam_ratio(tiled, rows, cols, period=4).ratio > 1.2
+    with pytest.raises(InputError, match="multiple"):
+        seam_ratio(decoded, [66], [], period=4)
