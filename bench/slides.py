@@ -24,8 +24,8 @@ Writes ``bench/results/slides.json`` (git-ignored) and prints it; ``--update-car
 stores the figures in the model card (``metrics.bench``)::
 
     python bench/slides.py --threads 1                       # about 1.5 h on a shared 2-core CPU
-    python bench/slides.py --sizes 512 1024 --skip-fid       # quick look
-    python bench/slides.py --skip-fid --skip-scaling         # seams only
+    python bench/slides.py --sizes 512 1024 --parts scaling  # quick look
+    python bench/slides.py --parts scaling --steps 5 --update-card   # cost and memory only: same per step
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 PATCH = 128
+PARTS = ("seams", "fid", "scaling")
 
 
 def _pipe(model: str, threads: int):
@@ -159,7 +160,7 @@ def scaling(model: str, sizes: list[int], steps: int, threads: int, work: Path) 
         runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(json.dumps(runs[-1]), flush=True)
     a, b = runs[0], runs[-1]
-    return {"runs": runs, "peak_rss_ratio_largest_vs_smallest": round(b["peak_rss_mb"] / a["peak_rss_mb"], 3),
+    return {"steps": steps, "runs": runs, "peak_rss_ratio_largest_vs_smallest": round(b["peak_rss_mb"] / a["peak_rss_mb"], 3),
             "wall_s_per_megapixel_ratio": round(b["wall_s_per_megapixel"] / a["wall_s_per_megapixel"], 3),
             "cpu_s_per_megapixel_ratio": round(b["cpu_s_per_megapixel"] / a["cpu_s_per_megapixel"], 3),
             "goals": "evaluations/pixel vs naive <= 1.8; peak memory ratio <= 1.1; time per megapixel ratio about 1"}  # fmt: skip
@@ -174,8 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seam-size", type=int, default=1024)
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096])
-    p.add_argument("--skip-fid", action="store_true")
-    p.add_argument("--skip-scaling", action="store_true")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure (default: all)")
     p.add_argument("--work", default=str(REPO / "bench/results/slides_work"))
     p.add_argument("--out", default=str(REPO / "bench/results/slides.json"))
     p.add_argument("--update-card", action="store_true", help="store the figures in the model card (metrics.bench)")
@@ -190,12 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     pipe = _pipe(a.model, a.threads)
     result = {"model": a.model, "machine": machine(), "python": platform.python_version(),
               "date": time.strftime("%Y-%m-%d %H:%M"), "threads": a.threads}
-    result["seams"] = seams(pipe, a.seam_size, a.steps, a.seed)
-    print(json.dumps(result["seams"]), flush=True)
-    if not a.skip_fid:
+    if "seams" in a.parts:
+        result["seams"] = seams(pipe, a.seam_size, a.steps, a.seed)
+        print(json.dumps(result["seams"]), flush=True)
+    if "fid" in a.parts:
         result["patch_fid_kid"] = patch_fid_kid(pipe, Path(a.data_dir), a.steps, a.seed)
         print(json.dumps(result["patch_fid_kid"]), flush=True)
-    if not a.skip_scaling:
+    if "scaling" in a.parts:
         result["scaling"] = scaling(a.model, a.sizes, a.steps, a.threads, Path(a.work))
     result["bench_wall_s"] = round(time.time() - t0, 1)
     out = Path(a.out)
