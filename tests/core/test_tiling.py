@@ -109,3 +109,16 @@ def test_seam_ratio_with_a_period_ignores_a_decoders_cell_texture_but_not_seams(
     assert seam_ratio(tiled, rows, cols, period=4).ratio > 1.2
     with pytest.raises(InputError, match="multiple"):
         seam_ratio(decoded, [66], [], period=4)
+
+
+def test_window_weights_peak_at_the_centre_and_vanish_at_the_edges():
+    from core.tiling import EDGE_FLOOR, gaussian_weights
+
+    w = gaussian_weights(64, 32)
+    assert w.shape == (64, 32) and w.max() == pytest.approx(1.0, abs=0.01)
+    plain = gaussian_weights(64, 32, taper=0)
+    assert plain[32, 0] > 0.01  # a plain Gaussian is still ~1 % of its peak at the edge
+    assert w[0, 0] < 1e-5 and EDGE_FLOOR * plain[32, 0] <= w[32, 0] < 0.2 * plain[32, 0]
+    assert np.allclose(w[16:48, 8:24], plain[16:48, 8:24])  # the inside is the plain Gaussian
+    with pytest.raises(InputError):
+        gaussian_weights(8, 8, taper=0.6)
