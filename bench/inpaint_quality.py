@@ -169,11 +169,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "inpaint_quality.json"))
     parser.add_argument("--update-card", action="store_true", help="store the figures in the model card and README")
-    parser.add_argument("--card-from", metavar="JSON", help="only store an earlier run's figures in the card")
     args = parser.parse_args()
-    if args.card_from:
-        update_card(Path(args.model), json.loads(Path(args.card_from).read_text()))
-        return 0
 
     import torch
 

@@ -7,7 +7,8 @@ Measured in one run with one model (``--model``, default the shipped ``assets/mo
   model, layout and seed, with naive non-overlapping tiles (overlap 0). Each image is scored
   at its own window edges and both at the naive 256 px grid, and (``ratio_phase_matched``) at
   its own edges against interior pairs at latent-cell edges only (``period`` = the
-  autoencoder's factor). Goal: ours within 5 % of 1.0; naive shows the seams. Scored on the uint8 images before any JPEG.
+  autoencoder's factor). Goal: ours within 5 % of 1.0; naive shows the seams. Scored on the
+  uint8 images before any JPEG.
 * ``patch_fid_kid``: for each training slide, the tissue layout of its held-out region (never
   trained on) is generated at the region's size in that slide's stain style; 128 px patches
   at the same grid positions (>= 50 % tissue in the real layout) are compared with the real

@@ -224,6 +224,11 @@ def test_demo_model_card_states_data_licences_and_hold_out() -> None:
     assert set(card["licences"]) == {"CC BY 3.0", "CC BY 4.0"} and all(d["attribution"] for d in t["data"])
     assert t["steps"] == t["config"]["steps"] and t["wall_time_s"] > 0 and t["machine"]
     assert card["inputs"]["hu_range"] == [-1000.0, 1000.0] and card["inputs"]["resolution"] == 64
+    # held-out quality against the three baselines (bench/inpaint_quality.py --update-card), also in the README
+    quality = card["quality"]["ratio_to_neighbouring_slices"]
+    assert set(quality) == {"lesion/context", "lesion/tight", "tissue/context", "tissue/tight"}
+    assert all(row[m]["fid_ratio"] > 0 for row in quality.values() for m in ("model", "biharmonic", "mean_fill", "noise"))
+    assert "| lesion/context |" in (DEMO_MODEL / "README.md").read_text()
     size = sum(p.stat().st_size for p in DEMO_MODEL.rglob("*") if p.is_file())
     assert size < 25 * 1024**2
 

@@ -99,9 +99,8 @@ def test_seam_ratio_with_a_period_ignores_a_decoders_cell_texture_but_not_seams(
 
     rng = np.random.default_rng(1)
     cells = rng.normal(128, 10, (64, 64))
-    decoded = np.kron(cells, np.ones((4, 4))) + rng.normal(
-        0, 2, (256, 256)
-    )  # 4x upsampled: jumps at cell edges
+    # 4x upsampled: steps at every cell edge, as a latent decoder leaves
+    decoded = np.kron(cells, np.ones((4, 4))) + rng.normal(0, 2, (256, 256))
     rows = cols = tile_boundaries(256, 64)
     assert seam_ratio(decoded, rows, cols).ratio > 1.5  # every pair: the cell edges look like seams
     assert seam_ratio(decoded, rows, cols, period=4).ratio == pytest.approx(1.0, abs=0.05)
@@ -112,13 +111,13 @@ def test_seam_ratio_with_a_period_ignores_a_decoders_cell_texture_but_not_seams(
 
 
 def test_window_weights_peak_at_the_centre_and_vanish_at_the_edges():
-    from core.tiling import EDGE_FLOOR, gaussian_weights
+    from core.tiling import gaussian_weights
 
     w = gaussian_weights(64, 32)
     assert w.shape == (64, 32) and w.max() == pytest.approx(1.0, abs=0.01)
     plain = gaussian_weights(64, 32, taper=0)
     assert plain[32, 0] > 0.01  # a plain Gaussian is still ~1 % of its peak at the edge
-    assert w[0, 0] < 1e-5 and EDGE_FLOOR * plain[32, 0] <= w[32, 0] < 0.2 * plain[32, 0]
+    assert 0 < w[0, 0] < 1e-5 and 0 < w[32, 0] < 0.2 * plain[32, 0]
     assert np.allclose(w[16:48, 8:24], plain[16:48, 8:24])  # the inside is the plain Gaussian
     with pytest.raises(InputError):
         gaussian_weights(8, 8, taper=0.6)
