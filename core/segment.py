@@ -29,14 +29,15 @@ import numpy as np
 
 from core.errors import InputError
 from core.training.label_config import LabelDataConfig
+from core.training.loop import LoopSettings
 
 WINDOWS = ((-1000.0, 1000.0), (-160.0, 240.0))  # input channels: wide and soft-tissue, each to [-1, 1]
 NOT_SCORED = ("air", "body")  # present on every canvas and trivially right: reported apart
 
 
 @dataclass(frozen=True)
-class SegmenterConfig:
-    """One segmenter training run (a ``core.training.loop`` run)."""
+class SegmenterConfig(LoopSettings):
+    """One segmenter training run (a ``core.training.loop`` run; its fields: ``LoopSettings``)."""
 
     out_dir: str = "runs/ct-segmenter"
     data: LabelDataConfig = field(default_factory=LabelDataConfig)
@@ -45,16 +46,13 @@ class SegmenterConfig:
     noise_hu: float = 40.0  # augmentation: Gaussian noise with std up to this (HU)
     shift_hu: float = 25.0  # augmentation: global intensity shift up to +- this (HU)
     steps: int = 800
-    batch_size: int = 8
     learning_rate: float = 1e-3
     warmup_steps: int = 50
     lr_schedule: str = "cosine"
     ema_decay: float = 0.0
-    seed: int = 0
     sample_every: int = 200
     checkpoint_every: int = 200
     keep_checkpoints: int = 1
-    num_threads: int = 0
 
 
 def to_input(hu: np.ndarray):

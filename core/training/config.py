@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from core.errors import InputError
+from core.training.loop import LoopSettings
 
 MaskKind = Literal["lesion", "lesion_box", "organ", "box", "ellipse", "blob", "brush", "transplant"]
 MASK_KINDS: tuple[str, ...] = typing.get_args(MaskKind)
@@ -101,30 +102,20 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """One training run (``synthdx train inpaint``)."""
+class TrainConfig(LoopSettings):
+    """One training run (``synthdx train inpaint``); the loop's fields and their meaning: ``LoopSettings``."""
 
     out_dir: str = "runs/ct-inpaint"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     steps: int = 20_000
-    batch_size: int = 8  # per process
     learning_rate: float = 2e-4
     warmup_steps: int = 500
-    lr_schedule: Literal["cosine", "constant"] = (
-        "cosine"  # both after a linear warm-up; "constant" makes any step a
-    )
-    #                                                   finished model (a run with steps=N equals a longer one at step N)
-    ema_decay: float = 0.999  # EMAModel max decay (with warm-up, so early EMA follows the model)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
     loss_region: Literal["mask", "crop"] = "mask"  # where the noise-prediction MSE is averaged
-    seed: int = 0
-    sample_every: int = 1000  # steps between sample grids (PNG) and validation losses
-    checkpoint_every: int = 1000  # steps between resumable checkpoints
-    keep_checkpoints: int = 2  # older checkpoint folders are deleted
+    sample_every: int = 1000
+    checkpoint_every: int = 1000
     sample_steps: int = 25  # DDIM steps for the sample grids
-    num_threads: int = 0  # torch CPU threads; 0 = torch's default (set 1-2 on a shared CPU)
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    dataloader_workers: int = 0
     model_name: str = "synthdx-ct-inpaint"
 
 

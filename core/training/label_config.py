@@ -15,6 +15,7 @@ from typing import Literal
 from core.errors import InputError
 from core.pipelines.label_condition import CT_CLASS_RULES
 from core.training.config import DataSource, from_dict, to_dict
+from core.training.loop import LoopSettings
 
 
 @dataclass(frozen=True)
@@ -68,35 +69,26 @@ class LabelUNetConfig:
 
 
 @dataclass(frozen=True)
-class LabelDiffusionConfig:
-    """One ``synthdx train label-diffusion`` run: the CT base conditioned on class-presence tokens."""
+class LabelDiffusionConfig(LoopSettings):
+    """One ``synthdx train label-diffusion`` run: the CT base conditioned on class-presence tokens.
+
+    The loop's fields and their meaning: ``LoopSettings`` (``snapshot_steps``: e.g. a barely
+    trained base for the ControlNet comparison)."""
 
     out_dir: str = "runs/ct-label-diffusion"
     model: LabelUNetConfig = field(default_factory=LabelUNetConfig)
     data: LabelDataConfig = field(default_factory=LabelDataConfig)
     steps: int = 4000
-    batch_size: int = 8
     learning_rate: float = 2e-4
     warmup_steps: int = 200
-    lr_schedule: Literal["cosine", "constant"] = "constant"
-    ema_decay: float = 0.999
     prompt_dropout: float = 0.1  # share of examples with an all-<pad> prompt (unconditional)
-    seed: int = 0
     sample_every: int = 500
-    checkpoint_every: int = 250
-    keep_checkpoints: int = 2
-    snapshot_steps: tuple[
-        int, ...
-    ] = ()  # extra model exports, e.g. a barely trained base for the ControlNet comparison
     sample_steps: int = 25
-    num_threads: int = 0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    dataloader_workers: int = 0
     model_name: str = "synthdx-ct-label-diffusion"
 
 
 @dataclass(frozen=True)
-class ControlNetConfig:
+class ControlNetConfig(LoopSettings):
     """One ``synthdx train controlnet`` run: a ControlNet on a frozen base model folder."""
 
     out_dir: str = "runs/ct-controlnet"
@@ -104,25 +96,11 @@ class ControlNetConfig:
     regime: str = ""  # free text for the card, e.g. "domain-trained base" / "barely trained base"
     data: LabelDataConfig = field(default_factory=LabelDataConfig)
     prompt: str = ""  # SD-family bases: the text prompt; our bases derive tokens from the label map
-    conditioning_embedding_channels: tuple[
-        int, ...
-    ] = ()  # empty = from the latent downsample (see label_models)
+    conditioning_embedding_channels: tuple[int, ...] = ()  # empty = from the latent downsample (see label_models)
     steps: int = 2000
-    batch_size: int = 8
-    learning_rate: float = 1e-4
-    warmup_steps: int = 100
-    lr_schedule: Literal["cosine", "constant"] = "constant"
-    ema_decay: float = 0.999
     prompt_dropout: float = 0.0
-    seed: int = 0
     sample_every: int = 500
-    checkpoint_every: int = 250
-    keep_checkpoints: int = 2
-    snapshot_steps: tuple[int, ...] = ()
     sample_steps: int = 25
-    num_threads: int = 0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    dataloader_workers: int = 0
     model_name: str = "synthdx-ct-controlnet"
 
 

@@ -32,28 +32,32 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """The loop's part of a training config (``from_config`` picks these names off any config)."""
+    """The loop's settings, and the base of every run config (each restates only the defaults it changes).
 
-    out_dir: str
-    steps: int
-    batch_size: int  # per process
-    learning_rate: float
-    warmup_steps: int = 0
-    lr_schedule: str = "cosine"  # after a linear warm-up: "cosine", or "constant" (any step a finished model)
+    ``from_config`` picks these names off any object, so a task may also pass its own config.
+    """
+
+    out_dir: str = "runs/train"
+    steps: int = 1000
+    batch_size: int = 8  # per process
+    learning_rate: float = 1e-4
+    warmup_steps: int = 100
+    lr_schedule: Literal["cosine", "constant"] = "constant"  # after a linear warm-up; "constant" makes any
+    #                                                          step a finished model (steps=N equals a longer run at N)
     ema_decay: float = 0.999  # EMAModel max decay (with warm-up); 0 = no EMA, export the trained weights
     seed: int = 0  # weight init, data order and noise
-    sample_every: int = 1000  # steps between validations (sample grid + metrics)
-    checkpoint_every: int = 1000  # steps between resumable checkpoints (and model exports)
-    keep_checkpoints: int = 2
-    num_threads: int = 0  # torch CPU threads; 0 = torch's default
-    mixed_precision: str = "no"
+    sample_every: int = 250  # steps between validations (sample grid + metrics)
+    checkpoint_every: int = 250  # steps between resumable checkpoints (and model exports)
+    keep_checkpoints: int = 2  # older checkpoint folders are deleted
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default (set 1-2 on a shared CPU)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     dataloader_workers: int = 0
     grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
     weight_decay: float = 0.0

@@ -22,21 +22,21 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from core.errors import InputError
 from core.pipelines.label_models import CARD_FORMAT, read_label_model
 from core.training.label_config import LabelDataConfig, load, save, validate_data
+from core.training.loop import LoopSettings
 from core.training.train_label_diffusion import diffusion_target, masked_mse, training_record, write_card
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # attention projections, as diffusers' LoRA examples
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    """One ``synthdx train sd-finetune`` run."""
+class FinetuneConfig(LoopSettings):
+    """One ``synthdx train sd-finetune`` run; the loop's fields and their meaning: ``LoopSettings``."""
 
     out_dir: str = "runs/sd-finetune"
     base: str = ""  # the SD-family folder on disk
@@ -45,22 +45,11 @@ class FinetuneConfig:
     lora_rank: int = 8  # 0 = full fine-tune of the UNet
     lora_alpha: int = 0  # 0 = lora_rank (scale 1)
     resolution: int = 0  # training square in px; 0 = the base's
-    steps: int = 1000
     batch_size: int = 4
-    learning_rate: float = 1e-4
     warmup_steps: int = 50
-    lr_schedule: Literal["cosine", "constant"] = "constant"
     ema_decay: float = 0.0  # LoRA: no EMA by default
     prompt_dropout: float = 0.1  # empty prompt for this share (keeps classifier-free guidance working)
-    seed: int = 0
-    sample_every: int = 250
-    checkpoint_every: int = 250
-    keep_checkpoints: int = 2
-    snapshot_steps: tuple[int, ...] = ()
     sample_steps: int = 25
-    num_threads: int = 0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    dataloader_workers: int = 0
     model_name: str = "synthdx-sd-finetune"
 
 

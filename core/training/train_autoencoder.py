@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.training.loop import LoopSettings
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 
@@ -74,8 +76,8 @@ HE_SLIDES: tuple[HESlide, ...] = (
 
 
 @dataclass(frozen=True)
-class AEConfig:
-    """One autoencoder run (defaults: the shipped model)."""
+class AEConfig(LoopSettings):
+    """One autoencoder run (defaults: the shipped model); the loop's fields and their meaning: ``LoopSettings``."""
 
     data_dir: str = str(DEFAULT_DATA)
     out_dir: str = "runs/he-autoencoder"
@@ -91,13 +93,6 @@ class AEConfig:
     steps: int = 750
     batch_size: int = 16
     learning_rate: float = 1e-3
-    warmup_steps: int = 100
-    lr_schedule: str = "constant"  # after warm-up; any checkpoint is a finished model
-    ema_decay: float = 0.999
-    seed: int = 0
-    sample_every: int = 250
-    checkpoint_every: int = 250
-    keep_checkpoints: int = 2
     num_threads: int = 1  # other agents share this CPU
     val_crops: int = 32  # fixed held-out crops (128 px) for PSNR / SSIM
 

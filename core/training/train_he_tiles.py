@@ -42,6 +42,7 @@ import numpy as np
 
 from core.pipelines.histo_tiled import one_hot, prompt_tokens
 from core.tissue import DEFAULT_CELL, TISSUE_CLASSES
+from core.training.loop import LoopSettings
 from core.training.train_autoencoder import (
     DEFAULT_DATA,
     HE_SLIDES,
@@ -57,8 +58,8 @@ PROMPT_LENGTH = 2 + len(TISSUE_CLASSES)
 
 
 @dataclass(frozen=True)
-class TilesConfig:
-    """One run (defaults: the shipped model)."""
+class TilesConfig(LoopSettings):
+    """One run (defaults: the shipped model); the loop's fields and their meaning: ``LoopSettings``."""
 
     data_dir: str = str(DEFAULT_DATA)
     autoencoder: str = "assets/models/he-autoencoder"
@@ -79,15 +80,9 @@ class TilesConfig:
     beta_schedule: str = "scaled_linear"
     prediction_type: str = "epsilon"
     steps: int = 2000
-    batch_size: int = 8
     learning_rate: float = 3e-4
     warmup_steps: int = 200
-    lr_schedule: str = "constant"
-    ema_decay: float = 0.999
-    seed: int = 0
     sample_every: int = 500
-    checkpoint_every: int = 250
-    keep_checkpoints: int = 2
     num_threads: int = 1
     sample_steps: int = 20
     val_crops: int = 16
