@@ -328,7 +328,8 @@ class CTInpaintPipeline:
         from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, RePaintScheduler
 
         unet, device = self.unets[member], self.device
-        known, mask = known.to(device), mask.to(device)
+        k = self.specs[member].input_scale  # the UNet works on k x [-1, 1]
+        known, mask = known.to(device) * k, mask.to(device)
         masked = known * (1 - mask)
         shape = known.shape[1:]
         draw = lambda: torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
@@ -343,7 +344,8 @@ class CTInpaintPipeline:
             return out
 
         if sampler == "repaint":
-            sched = RePaintScheduler.from_config(self.scheduler_config)
+            # RePaint clips x0 to [-1, 1] only; a scaled model is clamped at the end instead.
+            sched = RePaintScheduler.from_config(self.scheduler_config, clip_sample=k == 1)
             sched.set_timesteps(num_inference_steps, jump_length=jump_length, jump_n_sample=jump_n_sample)
             x, t_last = draw(), int(sched.timesteps[0]) + 1
             for t in sched.timesteps.tolist():
@@ -359,7 +361,7 @@ class CTInpaintPipeline:
                 else:  # a jump back in time: re-noise by the steps just taken
                     x = sched.undo_step(x, t_last, generator=generators)
                 t_last = t
-            return mask * x + (1 - mask) * known
+            return (mask * x.clamp(-k, k) + (1 - mask) * known) / k
 
         if sampler == "ddim":
             sched = DDIMScheduler.from_config(
@@ -381,7 +383,7 @@ class CTInpaintPipeline:
             if i + 1 < len(timesteps):  # paste the known region back, noised to the next step's level
                 known_t = sched.add_noise(known, paste_noise, timesteps[i + 1 : i + 2])
                 x = mask * x + (1 - mask) * known_t
-        return mask * x.clamp(-1, 1) + (1 - mask) * known
+        return (mask * x.clamp(-k, k) + (1 - mask) * known) / k
 
     def _as_epsilon(self, out, x, t, sched):
         """RePaint expects predicted noise: convert a v-prediction (eps = sqrt(a) v + sqrt(1 - a) x_t)."""

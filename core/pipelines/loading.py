@@ -2,7 +2,7 @@
 
 Layout: see ``core.training.export``. Without a ``model_card.json`` (a user's own
 diffusers checkpoint) these defaults apply: HU range ``DEFAULT_HU_RANGE`` (wide, as
-MAISI), crop fill ``DEFAULT_FILL``, resolution = the UNet's ``sample_size``, content
+MAISI), crop fill ``DEFAULT_FILL``, input scale 1, resolution = the UNet's ``sample_size``, content
 classes ``("tissue", "lesion")`` when the UNet has 2 class embeddings, else none.
 """
 
@@ -34,6 +34,7 @@ class ModelSpec:
         hu_range: ``(low, high)`` HU mapped to [-1, 1].
         crop_fill: mask extent / crop side used to cut crops.
         content_classes: class names in class-label order; empty = unconditioned model.
+        input_scale: the UNet sees ``input_scale`` x the [-1, 1] image (``ModelConfig.input_scale``).
         card: the model card as read (empty when absent).
     """
 
@@ -44,6 +45,7 @@ class ModelSpec:
     hu_range: tuple[float, float]
     crop_fill: float
     content_classes: tuple[str, ...]
+    input_scale: float = 1.0
     card: dict = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict:
@@ -115,6 +117,7 @@ def read_model_folder(path: str | Path) -> ModelSpec:
         hu_range=(float(low), float(high)),
         crop_fill=float(inputs.get("crop_fill", DEFAULT_FILL)),
         content_classes=tuple(classes),
+        input_scale=float(inputs.get("input_scale", 1.0)),
         card=card,
     )
 

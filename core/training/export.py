@@ -96,6 +96,7 @@ def build_card(
             "conditioning": config.model.conditioning,
             "content_classes": list(CONTENT_CLASSES) if config.model.conditioning == "content" else [],
             "prediction_type": config.model.prediction_type,
+            "input_scale": config.model.input_scale,
         },
         "training": {
             "steps": step,

@@ -58,6 +58,7 @@ def build_noise_scheduler(model):
         beta_schedule=model.beta_schedule,
         prediction_type=model.prediction_type,
         clip_sample=True,
+        clip_sample_range=model.input_scale,  # x0 estimates are clipped to the scaled data range
     )
 
 
@@ -66,16 +67,28 @@ def _batch_to(batch: dict, device):
 
 
 def diffusion_loss(
-    unet, scheduler, image, mask, content, noise, timesteps, *, loss_region: str, conditioning: str
+    unet,
+    scheduler,
+    image,
+    mask,
+    content,
+    noise,
+    timesteps,
+    *,
+    loss_region: str,
+    conditioning: str,
+    input_scale: float = 1.0,
 ):
     """MSE between the UNet's prediction and its target (noise, or v), averaged over the mask or the crop.
 
     Args:
         image: ``(b, 1, r, r)`` clean crops in [-1, 1]; mask ``(b, 1, r, r)`` {0, 1}; content ``(b,)``.
         noise: ``(b, 1, r, r)`` standard normal; timesteps ``(b,)`` long.
+        input_scale: the diffusion runs on ``input_scale * image`` (``ModelConfig.input_scale``).
     """
     import torch.nn.functional as F
 
+    image = image * input_scale
     noisy = scheduler.add_noise(image, noise, timesteps)
     inputs = torch_cat([noisy, image * (1 - mask), mask])
     pred = unet(inputs, timesteps, class_labels=content if conditioning == "content" else None).sample
@@ -155,6 +168,7 @@ class InpaintTask:
             timesteps,
             loss_region=self.config.loss_region,
             conditioning=self.config.model.conditioning,
+            input_scale=self.config.model.input_scale,
         )
 
     def validate(self, unet, step: int, png: Path, device) -> dict:
@@ -219,6 +233,7 @@ def _validate(ema_unet, noise_scheduler, items, config: TrainConfig, png: Path, 
                         ts,
                         loss_region="mask",
                         conditioning=config.model.conditioning,
+                        input_scale=config.model.input_scale,
                     )
                 )
             )
@@ -230,6 +245,7 @@ def _validate(ema_unet, noise_scheduler, items, config: TrainConfig, png: Path, 
         config.data.hu_range,
         0.5,
         ("tissue", "lesion") if config.model.conditioning == "content" else (),
+        input_scale=config.model.input_scale,
     )
     pipe = CTInpaintPipeline([ema_unet], [spec], dict(noise_scheduler.config))
     gens = [torch.Generator().manual_seed(i) for i in range(len(items))]

@@ -20,6 +20,7 @@ def make_tiny_model(
     prediction_type: str = "epsilon",
     resolution: int = 16,
     hu_range=(-1000.0, 1000.0),
+    input_scale: float = 1.0,
 ) -> Path:
     """A random 3-in/1-out UNet2DModel model folder (~0.2M parameters) with a model card."""
     import torch
@@ -36,6 +37,7 @@ def make_tiny_model(
         norm_num_groups=8,
         conditioning=conditioning,
         prediction_type=prediction_type,
+        input_scale=input_scale,
     )
     unet = build_unet(mc)
     cfg = TrainConfig(model=mc, data=DataConfig(hu_range=hu_range), model_name=f"tiny-{seed}")
@@ -209,6 +211,29 @@ def test_v_prediction_models_sample_with_every_sampler(tmp_path: Path, sampler: 
     assert np.array_equal(out.image[~mask], img[~mask]) and not np.array_equal(out.image[mask], img[mask])
     low, high = pipe.hu_range
     assert np.all((out.samples >= low) & (out.samples <= high)) and np.isfinite(out.samples).all()
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmsolver++", "repaint"])
+def test_a_scaled_model_sees_its_input_scale_and_returns_hu_in_range(tmp_path: Path, sampler: str) -> None:
+    pipe = CTInpaintPipeline.from_pretrained(make_tiny_model(tmp_path / "k3", input_scale=3.0))
+    assert pipe.specs[0].input_scale == 3.0 and pipe.scheduler_config["clip_sample_range"] == 3.0
+    img, mask = ct_slice(), square_mask(r=(14, 20), c=(22, 28))  # a native 16 px crop, bone beside the mask
+    seen = []
+    hook = pipe.unets[0].register_forward_pre_hook(lambda m, args: seen.append(args[0][:, 1].clone()))
+    try:
+        out = pipe(img, mask, num_inference_steps=3, sampler=sampler, jump_length=1, seed=2)
+    finally:
+        hook.remove()
+    # the masked-image channel is 3 x the crop normalised to [-1, 1], 0 in the mask
+    from core.normalization import normalize_hu
+    from core.pipelines.crops import extract
+
+    crop = extract(img, out.crop_box)  # native size: the crop is the model's input
+    expected = 3.0 * normalize_hu(crop, low=-1000, high=1000) * ~extract(mask, out.crop_box, fill_value=False)
+    assert out.crop_box.size == 16 and expected.max() == 3.0  # the 1800 HU bone, clipped at 1000 HU
+    np.testing.assert_allclose(seen[0][0].numpy(), expected, atol=1e-5)
+    assert np.array_equal(out.image[~mask], img[~mask]) and not np.array_equal(out.image[mask], img[mask])
+    assert out.samples.min() >= -1000 and out.samples.max() <= 1000  # clamped at k, then back to HU
 
 
 REPO = Path(__file__).resolve().parents[2]

@@ -220,6 +220,25 @@ def test_masked_loss_ignores_pixels_outside_the_mask() -> None:
     assert float(crop) == pytest.approx(float(((pred - noise) ** 2).mean()), rel=1e-5)
 
 
+def test_input_scale_trains_on_the_scaled_image() -> None:
+    import torch
+
+    from core.training.train_inpaint import build_noise_scheduler, build_unet, diffusion_loss
+
+    torch.manual_seed(0)
+    unet, sched = build_unet(TINY_MODEL), build_noise_scheduler(TINY_MODEL)
+    image = torch.rand(2, 1, 16, 16) * 2 - 1
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[:, :, 4:10, 4:10] = 1
+    noise, t, content = torch.randn(2, 1, 16, 16), torch.tensor([10, 500]), torch.tensor([0, 1])
+    kw = {"loss_region": "mask", "conditioning": "content"}
+    with torch.no_grad():
+        scaled = diffusion_loss(unet, sched, image, mask, content, noise, t, input_scale=3.0, **kw)
+        by_hand = diffusion_loss(unet, sched, 3 * image, mask, content, noise, t, **kw)
+        plain = diffusion_loss(unet, sched, image, mask, content, noise, t, **kw)
+    assert float(scaled) == pytest.approx(float(by_hand), rel=1e-6) and float(scaled) != pytest.approx(float(plain))
+
+
 def test_training_writes_a_model_and_a_resumed_run_continues_exactly(data_root: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
