@@ -86,8 +86,8 @@ def build_card(
         "name": config.model_name,
         "task": "ct-inpainting",
         "description": "Masked inpainting of axial CT slices: a diffusers UNet2DModel sees (noisy target, masked "
-        "image, mask) at the model resolution and predicts the noise; crops around the mask are scaled to "
-        "that resolution. Synthetic output: not for diagnosis.",
+        "image, mask) at the model resolution and predicts the noise or v (inputs.prediction_type); crops around "
+        "the mask are scaled to that resolution. Synthetic output: not for diagnosis.",
         "inputs": {
             "resolution": config.model.resolution,
             "channels": ["noisy target", "masked image (0 inside the mask)", "mask (1 = repaint)"],
@@ -160,10 +160,38 @@ def store_float16(folder: str | Path) -> str:
     return FLOAT16_NOTE
 
 
+def ship_folder(model_dir: str | Path, dest: str | Path) -> Path:
+    """Copy an exported inpainting model folder to ``dest`` (replaced) with float16 weights, noted in its card."""
+    import shutil
+
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(model_dir, dest)
+    card = json.loads((dest / CARD_NAME).read_text())
+    card["storage"] = store_float16(dest)
+    (dest / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    (dest / "README.md").write_text(card_markdown(card))
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m core.training.export MODEL_DIR DEST``: ship a trained model (e.g. into ``assets/models``)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("model_dir", help="an exported model folder, e.g. runs/ct-inpaint-demo/model")
+    p.add_argument("dest", help="where to put it, e.g. assets/models/ct-inpaint (replaced)")
+    a = p.parse_args(argv)
+    print(ship_folder(a.model_dir, a.dest))
+    return 0
+
+
 def card_markdown(card: dict) -> str:
     """The model card as a short human-readable README (the JSON card is the reference)."""
     t, i, code = card["training"], card["inputs"], card["code_version"]
     hu = f"{i['hu_range'][0]:g}..{i['hu_range'][1]:g}"
+    scale = f" x {i['input_scale']:g} (input_scale)" if i.get("input_scale", 1.0) != 1.0 else ""
     lines = [
         f"# {card['name']}",
         "",
@@ -184,7 +212,7 @@ def card_markdown(card: dict) -> str:
         "",
         f"- steps: {t['steps']} x batch {t['batch_size']}; wall time {t['wall_time_s'] / 3600:.2f} h on {t['machine']}",
         f"- parameters: {t['n_parameters']:,}; seed {t['seed']}",
-        f"- input: {i['resolution']} px crops, HU {hu} -> [-1, 1], classes {i['content_classes'] or 'none'}",
+        f"- input: {i['resolution']} px crops, HU {hu} -> [-1, 1]{scale}, classes {i['content_classes'] or 'none'}",
         f"- metrics at export: {json.dumps(card.get('metrics', {}))}",
         f"- code: git {code.get('git_commit')}, diffusers {code.get('diffusers')}, torch {code.get('torch')}",
         "",
@@ -218,3 +246,7 @@ def _quality_markdown(q: dict) -> list[str]:
         lines.append(f"| {key} | {row['n']} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -236,6 +236,23 @@ def test_a_scaled_model_sees_its_input_scale_and_returns_hu_in_range(tmp_path: P
     assert out.samples.min() >= -1000 and out.samples.max() <= 1000  # clamped at k, then back to HU
 
 
+def test_a_shipped_copy_stores_float16_and_samples_like_the_original(model_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from core.training.export import FLOAT16_NOTE, main
+
+    assert main([str(model_dir), str(tmp_path / "shipped")]) == 0
+    shipped = tmp_path / "shipped"
+    weights = load_file(str(shipped / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert {str(w.dtype) for w in weights.values()} == {"torch.float16"}
+    assert json.loads((shipped / "model_card.json").read_text())["storage"] == FLOAT16_NOTE
+    img, mask = ct_slice(), square_mask()
+    a = CTInpaintPipeline.from_pretrained(model_dir)(img, mask, num_inference_steps=3, sampler="ddim", seed=4)
+    b = CTInpaintPipeline.from_pretrained(shipped)(img, mask, num_inference_steps=3, sampler="ddim", seed=4)
+    assert np.array_equal(b.image[~mask], img[~mask])
+    assert np.abs(a.image - b.image).max() < 5.0  # HU: float16 weights round, they do not change the model
+
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MODEL = REPO / "assets" / "models" / "ct-inpaint"
 
