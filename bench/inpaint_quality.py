@@ -11,7 +11,7 @@ CT feature network (``assets/models/ct-features``) held them out as well. Region
 
 All methods run in this call, on the same regions, each editing a copy of the slice:
 
-* ``model``: ``CTInpaintPipeline`` (DPM-Solver++, ``--steps`` steps, one seed per region);
+* ``model``: ``CTInpaintPipeline`` (``--sampler``, default DPM-Solver++, ``--steps`` steps, one seed per region);
 * ``mean_fill``: the mean HU of the known (unmasked) pixels of the pipeline's crop;
 * ``noise``: Gaussian noise with those pixels' mean and standard deviation;
 * ``biharmonic``: ``skimage.restoration.inpaint_biharmonic`` on that crop.
@@ -164,6 +164,7 @@ def main() -> int:
     parser.add_argument("--model", default=str(ROOT / "assets" / "models" / "ct-inpaint"))
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--steps", type=int, default=25, help="sampler steps of the model")
+    parser.add_argument("--sampler", default="dpmsolver++", help="dpmsolver++ (default), ddim or repaint")
     parser.add_argument("--per-case", type=int, default=24, help="regions of each kind per held-out case")
     parser.add_argument("--kid-subset-size", type=int, default=50, help="capped at half the regions")
     parser.add_argument("--seed", type=int, default=0)
@@ -207,7 +208,9 @@ def main() -> int:
                 t = time.time()
                 content = kind if kind in pipe.content_classes else None
                 seed = args.seed + n_regions
-                out = pipe(hu[z], mask, num_inference_steps=args.steps, seed=seed, content=content)
+                out = pipe(
+                    hu[z], mask, num_inference_steps=args.steps, sampler=args.sampler, seed=seed, content=content
+                )
                 edited["model"] = out.image
                 model_time += time.time() - t
             n_regions += 1
@@ -258,7 +261,7 @@ def main() -> int:
                      "held_out_by_extractor": extractor.card["data"]["held_out"]},
         "views": {"context": "the pipeline's crop: mask spans <= half its side, >= 64 px, native pixels",
                   "tight": "square around the mask's bounding box + 4 px, resized to 64 px by the extractor"},
-        "sampler": {"name": "dpmsolver++", "steps": args.steps, "seed": args.seed},
+        "sampler": {"name": args.sampler, "steps": args.steps, "seed": args.seed},
         "kid": {"estimator": "unbiased MMD^2, cubic polynomial kernel, paired rows", "subsets": 100},
         "results": results,
         "model_seconds_per_region": None if pipe is None else round(model_time / n_regions, 2),
