@@ -164,7 +164,7 @@ def main() -> int:
     parser.add_argument("--model", default=str(ROOT / "assets" / "models" / "ct-inpaint"))
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--steps", type=int, default=25, help="sampler steps of the model")
-    parser.add_argument("--sampler", default="dpmsolver++", help="dpmsolver++ (default), ddim or repaint")
+    parser.add_argument("--sampler", default="dpmsolver++", help="dpmsolver++ (default), sde-dpmsolver++, ddim or repaint")
     parser.add_argument("--per-case", type=int, default=24, help="regions of each kind per held-out case")
     parser.add_argument("--kid-subset-size", type=int, default=50, help="capped at half the regions")
     parser.add_argument("--seed", type=int, default=0)

@@ -21,7 +21,6 @@ from reviewer_app.state import InpaintState, ViewerState
 from reviewer_app.wiring import Update
 
 MASK_TINT = (60, 230, 60)  # the lesion colour of the viewer's overlay
-SAMPLERS = ("dpmsolver++", "ddim", "repaint")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ With several samples the volume holds sample 0; all samples are in samples_hu.np
 
 
 def register(sub) -> None:
+    from core.pipelines.ct_inpaint import SAMPLERS  # numpy and core only; torch loads when a command runs
+
     p = sub.add_parser(
         "inpaint",
         help="repaint a masked region of a CT slice (lesion or tissue) with a diffusion model",
@@ -64,7 +66,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--sampler",
-        choices=("dpmsolver++", "ddim", "repaint"),
+        choices=SAMPLERS,
         default="dpmsolver++",
         help="default %(default)s",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from core.pipelines.ct_inpaint import SAMPLERS
 from core.windowing import PRESETS
 from reviewer_app import inpaint_handlers as h
 from reviewer_app.components import SliceImage
@@ -40,7 +41,7 @@ def create_inpaint_tab(services: Services, viewer_state: gr.State) -> dict:
             with gr.Accordion("Generation", open=True):
                 c["model"] = gr.Dropdown(models, value=models[0] if models else None, label="Model",
                                          info="shipped and --models checkpoints")
-                c["sampler"] = gr.Radio(list(h.SAMPLERS), value="dpmsolver++", label="Sampler")
+                c["sampler"] = gr.Radio(list(SAMPLERS), value="dpmsolver++", label="Sampler")
                 c["steps"] = gr.Slider(10, 50, value=25, step=1, label="Steps")
                 c["seed"] = gr.Number(0, precision=0, label="Seed")
                 c["samples"] = gr.Slider(1, 8, value=4, step=1, label="Samples (for the uncertainty map)")

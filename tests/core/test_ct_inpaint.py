@@ -81,7 +81,7 @@ def pipe(model_dir: Path) -> CTInpaintPipeline:
     return CTInpaintPipeline.from_pretrained(model_dir)
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "dpmsolver++"])
+@pytest.mark.parametrize("sampler", ["ddim", "dpmsolver++", "sde-dpmsolver++"])
 def test_same_seed_same_output_and_outside_the_mask_untouched(pipe: CTInpaintPipeline, sampler: str) -> None:
     img, mask = ct_slice(), square_mask()
     a = pipe(img, mask, num_inference_steps=3, sampler=sampler, seed=5)
@@ -202,7 +202,7 @@ def test_bad_requests_raise_input_errors(pipe: CTInpaintPipeline, tmp_path: Path
         CTInpaintPipeline.from_pretrained(tmp_path / "plain")
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "dpmsolver++", "repaint"])
+@pytest.mark.parametrize("sampler", ["ddim", "dpmsolver++", "sde-dpmsolver++", "repaint"])
 def test_v_prediction_models_sample_with_every_sampler(tmp_path: Path, sampler: str) -> None:
     pipe = CTInpaintPipeline.from_pretrained(make_tiny_model(tmp_path / "v", prediction_type="v_prediction"))
     assert pipe.scheduler_config["prediction_type"] == "v_prediction"
@@ -213,7 +213,7 @@ def test_v_prediction_models_sample_with_every_sampler(tmp_path: Path, sampler: 
     assert np.all((out.samples >= low) & (out.samples <= high)) and np.isfinite(out.samples).all()
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "dpmsolver++", "repaint"])
+@pytest.mark.parametrize("sampler", ["ddim", "dpmsolver++", "sde-dpmsolver++", "repaint"])
 def test_a_scaled_model_sees_its_input_scale_and_returns_hu_in_range(tmp_path: Path, sampler: str) -> None:
     pipe = CTInpaintPipeline.from_pretrained(make_tiny_model(tmp_path / "k3", input_scale=3.0))
     assert pipe.specs[0].input_scale == 3.0 and pipe.scheduler_config["clip_sample_range"] == 3.0
@@ -273,6 +273,16 @@ def test_demo_model_card_states_data_licences_and_hold_out() -> None:
     assert "| lesion/context |" in (DEMO_MODEL / "README.md").read_text()
     size = sum(p.stat().st_size for p in DEMO_MODEL.rglob("*") if p.is_file())
     assert size < 25 * 1024**2
+
+
+def test_the_sde_sampler_adds_seeded_noise_to_dpm_solver() -> None:
+    pipe = CTInpaintPipeline.from_pretrained(DEMO_MODEL)  # a trained model: random tiny ones saturate
+    img, mask = ct_slice(), square_mask()
+    ode = pipe(img, mask, num_inference_steps=5, sampler="dpmsolver++", seed=1)
+    sde = pipe(img, mask, num_inference_steps=5, sampler="sde-dpmsolver++", seed=1)
+    again = pipe(img, mask, num_inference_steps=5, sampler="sde-dpmsolver++", seed=1)
+    assert np.array_equal(sde.images, again.images) and np.abs(sde.samples - ode.samples).max() > 5.0
+    assert np.array_equal(sde.image[~mask], img[~mask]) and sde.provenance["sampler"] == "sde-dpmsolver++"
 
 
 def test_demo_model_inpaints_a_held_out_tumour_slice(shared_data: Path) -> None:
