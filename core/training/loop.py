@@ -51,6 +51,8 @@ class LoopSettings:
     warmup_steps: int = 100
     lr_schedule: Literal["cosine", "constant"] = "constant"  # after a linear warm-up; "constant" makes any
     #                                                          step a finished model (steps=N equals a longer run at N)
+    lr_decay_steps: int = 0  # "constant" only: the last N steps ramp the rate linearly down to
+    #                          FINAL_LR_FRACTION of the peak (a run extended with a decay resumes into it)
     ema_decay: float = 0.999  # EMAModel max decay (with warm-up); 0 = no EMA, export the trained weights
     seed: int = 0  # weight init, data order and noise
     sample_every: int = 250  # steps between validations (sample grid + metrics)
@@ -67,6 +69,23 @@ class LoopSettings:
     def from_config(cls, config: Any) -> LoopSettings:
         names = [f.name for f in dataclasses.fields(cls)]
         return cls(**{n: getattr(config, n) for n in names if hasattr(config, n)})
+
+
+FINAL_LR_FRACTION = 0.1  # where an lr_decay_steps ramp ends, as a fraction of the peak rate
+
+
+def lr_factor(step: float, *, warmup_steps: int, steps: int, decay_steps: int) -> float:
+    """The "constant" schedule's multiplier of the peak rate after ``step`` steps: warm-up, flat, linear decay.
+
+    The warm-up is diffusers' ``constant_with_warmup`` (``step / warmup_steps``); ``steps`` matters only
+    through the decay, so with ``decay_steps=0`` any step is a finished model.
+    """
+    if step < warmup_steps:
+        return step / warmup_steps
+    start = steps - decay_steps
+    if decay_steps <= 0 or step <= start:
+        return 1.0
+    return 1.0 - (1.0 - FINAL_LR_FRACTION) * min(1.0, (step - start) / decay_steps)
 
 
 @dataclass(frozen=True)
@@ -141,13 +160,21 @@ def run_loop(task: Task, settings: LoopSettings, *, progress: bool = True) -> Pa
     optimizer = torch.optim.AdamW(trainable, lr=s.learning_rate, weight_decay=s.weight_decay)
     # Both schedules start with a linear warm-up; "constant" then stays flat, so any checkpoint
     # is a finished model (a run with steps=N equals a longer one at step N).
-    schedule = {"constant": "constant_with_warmup"}.get(s.lr_schedule, s.lr_schedule)
-    lr_sched = get_scheduler(
-        schedule,
-        optimizer,
-        num_warmup_steps=s.warmup_steps * acc.num_processes,
-        num_training_steps=s.steps * acc.num_processes,
-    )
+    if s.lr_schedule == "constant":
+        # Our own LambdaLR (a plain function: a checkpoint does not store it, so a run resumed with
+        # a longer or decaying schedule follows the new one from its step on).
+        n = acc.num_processes  # accelerate steps the schedule once per process and step
+        lr_sched = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda i: lr_factor(i / n, warmup_steps=s.warmup_steps, steps=s.steps, decay_steps=s.lr_decay_steps),
+        )
+    else:
+        lr_sched = get_scheduler(
+            s.lr_schedule,
+            optimizer,
+            num_warmup_steps=s.warmup_steps * acc.num_processes,
+            num_training_steps=s.steps * acc.num_processes,
+        )
     model, optimizer, lr_sched = acc.prepare(model, optimizer, lr_sched)
     if ema is not None:
         ema.to(acc.device)

@@ -184,3 +184,27 @@ def test_learning_rate_warms_up_then_follows_the_schedule(tmp_path: Path, schedu
     ]
     assert lrs[:2] == pytest.approx([0.025, 0.05])  # logged after steps 1 and 2 of a 2-step warm-up
     assert (lrs[-1] < 0.05) if schedule == "cosine" else (lrs[-1] == pytest.approx(0.05))
+
+
+def _logged_lrs(out: Path) -> list[float]:
+    return [json.loads(x)["lr"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"lr"' in x]
+
+
+def test_a_constant_run_can_end_with_a_linear_decay_even_when_resumed_into_it(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from core.training.loop import lr_factor
+
+    assert [lr_factor(i, warmup_steps=2, steps=10, decay_steps=4) for i in (1, 2, 6, 8, 10, 12)] == (
+        pytest.approx([0.5, 1.0, 1.0, 0.55, 0.1, 0.1])
+    )
+    whole = settings(tmp_path / "whole", lr_schedule="constant", warmup_steps=2, steps=6, lr_decay_steps=2)
+    run_loop(ToyTask(), whole, progress=False)
+    assert _logged_lrs(tmp_path / "whole") == pytest.approx([0.025, 0.05, 0.05, 0.05, 0.0275, 0.005])
+    # the same run, first trained flat to step 4, then resumed with the longer, decaying schedule
+    part = replace(whole, out_dir=str(tmp_path / "part"), steps=4, lr_decay_steps=0)
+    run_loop(ToyTask(), part, progress=False)
+    resumed = run_loop(ToyTask(), replace(part, steps=6, lr_decay_steps=2), progress=False)
+    assert _logged_lrs(tmp_path / "part") == pytest.approx(_logged_lrs(tmp_path / "whole"))
+    a, b = weights(resumed), weights(tmp_path / "whole" / "model")
+    assert all(np.allclose(a[k], b[k], atol=1e-6) for k in a)
