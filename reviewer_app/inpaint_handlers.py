@@ -9,12 +9,11 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
 from core.errors import InputError
-from core.render import draw_outline, grey_to_rgb, heatmap, label_colour
+from core.render import draw_outline, grey_to_rgb, heatmap
 from core.windowing import PRESETS, apply_window
 from reviewer_app.services import OpenVolume, Services
 from reviewer_app.state import InpaintState, ViewerState
