@@ -123,6 +123,27 @@ class Task(Protocol):
         """Write a model folder at ``out`` from ``model`` (EMA weights)."""
 
 
+def newest_checkpoint(out: str | Path) -> tuple[Path | None, int, float]:
+    """The run folder's newest checkpoint, its step and the wall time so far; ``(None, 0, 0.0)`` if none."""
+    folder = Path(out) / "checkpoints"
+    ckpts = sorted(folder.glob("step_*")) if folder.is_dir() else []
+    if not ckpts:
+        return None, 0, 0.0
+    state = json.loads((ckpts[-1] / "progress.json").read_text())
+    return ckpts[-1], int(state["step"]), float(state["elapsed_s"])
+
+
+def _take_peak_rate(lr_sched, optimizer, learning_rate: float) -> None:
+    """Make a resumed schedule use the config's peak rate, not the one its checkpoint stored (both
+    schedules are LambdaLRs: rate = base rate x factor of the step), so an extension may change it."""
+    inner = getattr(lr_sched, "scheduler", lr_sched)  # accelerate wraps the torch scheduler
+    inner.base_lrs = [learning_rate] * len(inner.base_lrs)
+    rates = [learning_rate * f(inner.last_epoch) for f in inner.lr_lambdas]
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["initial_lr"], group["lr"] = learning_rate, rate
+    inner._last_lr = rates
+
+
 def step_generator(seed: int, step: int, rank: int):
     """The CPU generator of step ``step`` on process ``rank`` (same on a resumed run)."""
     import torch
@@ -166,7 +187,9 @@ def run_loop(task: Task, settings: LoopSettings, *, progress: bool = True) -> Pa
         n = acc.num_processes  # accelerate steps the schedule once per process and step
         lr_sched = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
-            lambda i: lr_factor(i / n, warmup_steps=s.warmup_steps, steps=s.steps, decay_steps=s.lr_decay_steps),
+            lambda i: lr_factor(
+                i / n, warmup_steps=s.warmup_steps, steps=s.steps, decay_steps=s.lr_decay_steps
+            ),
         )
     else:
         lr_sched = get_scheduler(
@@ -181,13 +204,11 @@ def run_loop(task: Task, settings: LoopSettings, *, progress: bool = True) -> Pa
         acc.register_for_checkpointing(ema)
 
     # 3. Resume from the newest checkpoint
-    step, elapsed = 0, 0.0
-    ckpts = sorted((out / "checkpoints").glob("step_*")) if (out / "checkpoints").is_dir() else []
-    if ckpts:
-        acc.load_state(str(ckpts[-1]))
-        state = json.loads((ckpts[-1] / "progress.json").read_text())
-        step, elapsed = int(state["step"]), float(state["elapsed_s"])
-        acc.print(f"resumed from {ckpts[-1]} at step {step}")
+    ckpt, step, elapsed = newest_checkpoint(out)
+    if ckpt is not None:
+        acc.load_state(str(ckpt))
+        _take_peak_rate(lr_sched, optimizer, s.learning_rate)
+        acc.print(f"resumed from {ckpt} at step {step}")
     n_params = sum(p.numel() for p in trainable)
     n_total = sum(p.numel() for p in acc.unwrap_model(model).parameters())
     frozen = f" ({n_total / 1e6:.2f}M in all)" if n_total != n_params else ""

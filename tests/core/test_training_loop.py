@@ -208,3 +208,15 @@ def test_a_constant_run_can_end_with_a_linear_decay_even_when_resumed_into_it(tm
     assert _logged_lrs(tmp_path / "part") == pytest.approx(_logged_lrs(tmp_path / "whole"))
     a, b = weights(resumed), weights(tmp_path / "whole" / "model")
     assert all(np.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_a_resumed_run_takes_the_new_peak_rate_not_the_checkpointed_one(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    # An extension restarts at a lower peak (here 0.02 instead of 0.05) and decays from there.
+    first = settings(tmp_path / "run", lr_schedule="constant", warmup_steps=2, steps=4)
+    run_loop(ToyTask(), first, progress=False)
+    run_loop(ToyTask(), replace(first, learning_rate=0.02, steps=8, lr_decay_steps=4), progress=False)
+    assert _logged_lrs(tmp_path / "run") == pytest.approx(
+        [0.025, 0.05, 0.05, 0.05, 0.0155, 0.011, 0.0065, 0.002]
+    )
