@@ -77,8 +77,10 @@ def build_card(
     n_parameters: int,
     data_names: list[str],
     world_size: int,
+    earlier_phases: list[dict] = (),
 ) -> dict:
-    """The model card (JSON) of a model exported at ``step``."""
+    """The model card (JSON) of a model exported at ``step``; ``earlier_phases`` are the run's
+    ``config_history.json`` entries (configs it ran under before a resume changed them)."""
     d = config.data
     trained_on = [s for s in d.sources if s.name in data_names]
     return {
@@ -111,6 +113,7 @@ def build_card(
             "holdout": list(d.holdout),
             "shape_library": list(d.shape_library) or "lesion masks of the training data",
             "config": to_dict(config),
+            "earlier_phases": list(earlier_phases),
         },
         "metrics": metrics,
         "code_version": code_version(),
@@ -119,7 +122,9 @@ def build_card(
         "development. Outputs are synthetic and must never be used for diagnosis.",
         "reproduce": "Save training.config as JSON, set its steps to training.steps, and run "
         "`synthdx train inpaint --config THAT.json --out DIR` from the repository root at code_version.git_commit "
-        "(data paths are relative to it); data order and noise depend only on the seed and the step.",
+        "(data paths are relative to it); data order and noise depend only on the seed and the step. If "
+        "training.earlier_phases lists configs, run each of them first (steps set to its until_step) with the "
+        "same --out: each phase resumes where the one before stopped.",
     }
 
 
@@ -211,6 +216,7 @@ def card_markdown(card: dict) -> str:
         "## Training",
         "",
         f"- steps: {t['steps']} x batch {t['batch_size']}; wall time {t['wall_time_s'] / 3600:.2f} h on {t['machine']}",
+        *[_phase_line(ph) for ph in t.get("earlier_phases", [])],
         f"- parameters: {t['n_parameters']:,}; seed {t['seed']}",
         f"- input: {i['resolution']} px crops, HU {hu} -> [-1, 1]{scale}, classes {i['content_classes'] or 'none'}",
         f"- metrics at export: {json.dumps(card.get('metrics', {}))}",
@@ -222,6 +228,16 @@ def card_markdown(card: dict) -> str:
     if "quality" in card:
         lines += _quality_markdown(card["quality"])
     return "\n".join(lines)
+
+
+def _phase_line(phase: dict) -> str:
+    """One earlier training phase: where it stopped and its rate schedule (the rest is in the JSON card)."""
+    c = phase["config"]
+    decay = f", last {c['lr_decay_steps']} decaying" if c.get("lr_decay_steps") else ""
+    return (
+        f"- an earlier phase ran to step {phase['until_step']} "
+        f"(learning rate {c['learning_rate']:g}, {c['lr_schedule']}{decay}); then resumed with training.config"
+    )
 
 
 def _quality_markdown(q: dict) -> list[str]:

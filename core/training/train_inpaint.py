@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.training.config import TrainConfig, save_config, validate
+from core.training.config import TrainConfig, record_run_config, validate
 
 _VAL_EXAMPLES = 8  # fixed validation crops (sample grids, validation loss)
 _VAL_TIMESTEPS = (50, 200, 400, 600, 800)  # validation loss is averaged over these noise levels
@@ -175,6 +175,7 @@ class InpaintTask:
         return _validate(unet, self.noise_scheduler, self.val_items, self.config, png, device)
 
     def export(self, unet, info, out: Path) -> None:
+        from core.training.config import config_history
         from core.training.export import build_card, export_model
 
         card = build_card(
@@ -185,6 +186,7 @@ class InpaintTask:
             n_parameters=info.n_parameters,
             data_names=[c.source.name for c in self.cases],
             world_size=info.world_size,
+            earlier_phases=config_history(self.config.out_dir),
         )
         export_model(unet, self.noise_scheduler, card, out)
 
@@ -196,12 +198,12 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         config: the run; ``config.out_dir`` is created, and resumed from when it holds checkpoints.
         progress: show a tqdm bar (main process only).
     """
-    from core.training.loop import LoopSettings, run_loop
+    from core.training.loop import LoopSettings, newest_checkpoint, run_loop
 
     validate(config)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.json")
+    record_run_config(config, out, step=newest_checkpoint(out)[1])
     return run_loop(InpaintTask(config), LoopSettings.from_config(config), progress=progress)
 
 

@@ -236,7 +236,9 @@ def test_input_scale_trains_on_the_scaled_image() -> None:
         scaled = diffusion_loss(unet, sched, image, mask, content, noise, t, input_scale=3.0, **kw)
         by_hand = diffusion_loss(unet, sched, 3 * image, mask, content, noise, t, **kw)
         plain = diffusion_loss(unet, sched, image, mask, content, noise, t, **kw)
-    assert float(scaled) == pytest.approx(float(by_hand), rel=1e-6) and float(scaled) != pytest.approx(float(plain))
+    assert float(scaled) == pytest.approx(float(by_hand), rel=1e-6) and float(scaled) != pytest.approx(
+        float(plain)
+    )
 
 
 def test_training_writes_a_model_and_a_resumed_run_continues_exactly(data_root: Path, tmp_path: Path) -> None:
@@ -309,3 +311,27 @@ def test_a_run_can_be_finished_at_a_checkpoint_and_equals_a_shorter_run(
     b = load_file(short / "unet" / "diffusion_pytorch_model.safetensors")
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
     assert json.loads((finished / "model_card.json").read_text())["training"]["steps"] == 2
+
+
+def test_a_run_extended_with_a_new_config_keeps_the_old_one_in_its_card(
+    data_root: Path, tmp_path: Path
+) -> None:
+    from core.training.config import config_history, record_run_config
+    from core.training.train_inpaint import train
+
+    sources = discover_sources(data_root)
+    first = tiny_config(tmp_path / "run", sources, steps=2, lr_schedule="constant")
+    train(first, progress=False)
+    record_run_config(replace(first, out_dir=str(tmp_path / "moved")), tmp_path / "run", step=2)
+    assert config_history(tmp_path / "run") == []  # only the folder differs: the same phase
+    record_run_config(replace(first, out_dir=str(tmp_path / "run")), tmp_path / "run", step=2)
+    # the extension: a lower peak rate decaying over 2 more steps
+    model = train(replace(first, steps=4, learning_rate=5e-5, lr_decay_steps=2), progress=False)
+    assert config_history(tmp_path / "run") == [{"until_step": 2, "config": to_dict(first)}]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["learning_rate"] == 5e-5
+    card = json.loads((model / "model_card.json").read_text())
+    assert card["training"]["steps"] == 4 and card["training"]["earlier_phases"][0]["until_step"] == 2
+    assert card["training"]["earlier_phases"][0]["config"]["learning_rate"] == first.learning_rate
+    assert "training.earlier_phases" in card["reproduce"]
+    readme = (model / "README.md").read_text()
+    assert f"an earlier phase ran to step 2 (learning rate {first.learning_rate:g}, constant)" in readme
