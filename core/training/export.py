@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from core.training.config import CONTENT_CLASSES, TrainConfig, to_dict
@@ -77,7 +78,7 @@ def build_card(
     n_parameters: int,
     data_names: list[str],
     world_size: int,
-    earlier_phases: list[dict] = (),
+    earlier_phases: Sequence[dict] = (),
 ) -> dict:
     """The model card (JSON) of a model exported at ``step``; ``earlier_phases`` are the run's
     ``config_history.json`` entries (configs it ran under before a resume changed them)."""

@@ -141,7 +141,7 @@ def _take_peak_rate(lr_sched, optimizer, learning_rate: float) -> None:
     rates = [learning_rate * f(inner.last_epoch) for f in inner.lr_lambdas]
     for group, rate in zip(optimizer.param_groups, rates):
         group["initial_lr"], group["lr"] = learning_rate, rate
-    inner._last_lr = rates
+    inner._last_lr = rates  # what get_last_lr() reports (and metrics.jsonl logs) until the next step
 
 
 def step_generator(seed: int, step: int, rank: int):
