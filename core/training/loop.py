@@ -50,7 +50,7 @@ class LoopSettings:
     learning_rate: float = 1e-4
     warmup_steps: int = 100
     lr_schedule: Literal["cosine", "constant"] = "constant"  # after a linear warm-up; "constant" makes any
-    #                                                          step a finished model (steps=N equals a longer run at N)
+    #                                step a finished model (steps=N equals a longer run at N) unless lr_decay_steps
     lr_decay_steps: int = 0  # "constant" only: the last N steps ramp the rate linearly down to
     #                          FINAL_LR_FRACTION of the peak (a run extended with a decay resumes into it)
     ema_decay: float = 0.999  # EMAModel max decay (with warm-up); 0 = no EMA, export the trained weights
@@ -179,8 +179,8 @@ def run_loop(task: Task, settings: LoopSettings, *, progress: bool = True) -> Pa
         EMAModel(trainable, decay=s.ema_decay, use_ema_warmup=True, power=3 / 4) if s.ema_decay > 0 else None
     )
     optimizer = torch.optim.AdamW(trainable, lr=s.learning_rate, weight_decay=s.weight_decay)
-    # Both schedules start with a linear warm-up; "constant" then stays flat, so any checkpoint
-    # is a finished model (a run with steps=N equals a longer one at step N).
+    # Both schedules start with a linear warm-up; "constant" then stays flat (until lr_decay_steps),
+    # so any checkpoint is a finished model (a run with steps=N equals a longer one at step N).
     if s.lr_schedule == "constant":
         # Our own LambdaLR (a plain function: a checkpoint does not store it, so a run resumed with
         # a longer or decaying schedule follows the new one from its step on).

@@ -170,6 +170,10 @@ def test_a_constant_schedule_run_can_be_finished_at_a_checkpoint(tmp_path: Path)
     assert json.loads((finished / "info.json").read_text())["step"] == 2
 
 
+def _logged_lrs(out: Path) -> list[float]:
+    return [json.loads(x)["lr"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"lr"' in x]
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "constant"])
 def test_learning_rate_warms_up_then_follows_the_schedule(tmp_path: Path, schedule: str) -> None:
     run_loop(
@@ -177,17 +181,9 @@ def test_learning_rate_warms_up_then_follows_the_schedule(tmp_path: Path, schedu
         settings(tmp_path / schedule, lr_schedule=schedule, warmup_steps=2, steps=6),
         progress=False,
     )
-    lrs = [
-        json.loads(x)["lr"]
-        for x in (tmp_path / schedule / "metrics.jsonl").read_text().splitlines()
-        if '"lr"' in x
-    ]
+    lrs = _logged_lrs(tmp_path / schedule)
     assert lrs[:2] == pytest.approx([0.025, 0.05])  # logged after steps 1 and 2 of a 2-step warm-up
     assert (lrs[-1] < 0.05) if schedule == "cosine" else (lrs[-1] == pytest.approx(0.05))
-
-
-def _logged_lrs(out: Path) -> list[float]:
-    return [json.loads(x)["lr"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"lr"' in x]
 
 
 def test_a_constant_run_can_end_with_a_linear_decay_even_when_resumed_into_it(tmp_path: Path) -> None:
