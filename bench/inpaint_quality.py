@@ -24,7 +24,11 @@ the same boxes on slice z +/- 1 (real vs real) and ``*_ratio`` a method's FID (K
 Methods change only the masked pixels while a neighbouring slice changes the whole box, so
 ratios below 1 are possible, mostly in the context view. KID uses the paired estimator (row
 i of both sets is the same region); its ratio is null where the baseline KID is within its
-subset spread of 0. Also PSNR/SSIM inside the mask (HU clipped to [-1000, 1000], data range
+subset spread of 0. ``model_vs`` settles "the model beats a baseline" with a paired permutation
+test over regions (``--permutations`` label swaps): the FID-ratio difference model - baseline,
+the one-sided p-value of "the model's FID is lower", the middle 95 % of the differences under
+swapped labels and a verdict ("model lower" or "baseline lower" at p < 0.05, else "not
+separable"). Also PSNR/SSIM inside the mask (HU clipped to [-1000, 1000], data range
 2000 HU). FID of ~60 samples in 128 dimensions is biased upward: compare methods with each
 other at equal N, never with FIDs from elsewhere. Writes ``bench/results/inpaint_quality.json``.
 """
@@ -164,18 +168,31 @@ def main() -> int:
     parser.add_argument("--model", default=str(ROOT / "assets" / "models" / "ct-inpaint"))
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--steps", type=int, default=25, help="sampler steps of the model")
-    parser.add_argument("--sampler", default="dpmsolver++", help="dpmsolver++ (default), sde-dpmsolver++, ddim or repaint")
+    parser.add_argument(
+        "--sampler", default="dpmsolver++", help="dpmsolver++ (default), sde-dpmsolver++, ddim or repaint"
+    )
     parser.add_argument("--per-case", type=int, default=24, help="regions of each kind per held-out case")
     parser.add_argument("--kid-subset-size", type=int, default=50, help="capped at half the regions")
+    parser.add_argument(
+        "--permutations", type=int, default=500, help="label swaps of the model-vs-baseline tests"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "inpaint_quality.json"))
-    parser.add_argument("--update-card", action="store_true", help="store the figures in the model card and README")
+    parser.add_argument(
+        "--update-card", action="store_true", help="store the figures in the model card and README"
+    )
     args = parser.parse_args()
 
     import torch
 
     from core.metrics import (
-        CTFeatureExtractor, compare_features, neighbouring_slice_baseline, psnr, ratio_to_baseline, ssim
+        CTFeatureExtractor,
+        compare_features,
+        neighbouring_slice_baseline,
+        paired_fid_permutation_test,
+        psnr,
+        ratio_to_baseline,
+        ssim,
     )
     from core.metrics.baselines import extract_features
 
@@ -209,7 +226,12 @@ def main() -> int:
                 content = kind if kind in pipe.content_classes else None
                 seed = args.seed + n_regions
                 out = pipe(
-                    hu[z], mask, num_inference_steps=args.steps, sampler=args.sampler, seed=seed, content=content
+                    hu[z],
+                    mask,
+                    num_inference_steps=args.steps,
+                    sampler=args.sampler,
+                    seed=seed,
+                    content=content,
                 )
                 edited["model"] = out.image
                 model_time += time.time() - t
@@ -243,6 +265,21 @@ def main() -> int:
                 s = compare_features(feats["real"], f, paired=True, **kid)  # row i: the same region
                 ratio = ratio_to_baseline(s, base)
                 entry[name] = {**_scores(s), "fid_ratio": _r(ratio.fid, 3), "kid_ratio": _r(ratio.kid, 3)}
+        if "model" in feats:
+            swaps = np.random.default_rng(args.seed)
+            entry["model_vs"] = {
+                m: _versus(
+                    paired_fid_permutation_test(
+                        feats["real"],
+                        feats["model"],
+                        feats[m],
+                        num_permutations=args.permutations,
+                        generator=swaps,
+                    ),
+                    base.fid,
+                )
+                for m in METHODS[1:]
+            }
         results.setdefault(kind, {})[view] = entry
         print(kind, view, json.dumps(entry))
     for (kind, name), values in paired.items():
@@ -257,12 +294,21 @@ def main() -> int:
         "model_note": model_note,
         "held_out_cases": [s["name"] for s in sources],
         "held_out_from": os.path.relpath(holdout_origin, ROOT),
-        "features": {"extractor": extractor.name, "sha256": extractor.card["sha256"],
-                     "held_out_by_extractor": extractor.card["data"]["held_out"]},
-        "views": {"context": "the pipeline's crop: mask spans <= half its side, >= 64 px, native pixels",
-                  "tight": "square around the mask's bounding box + 4 px, resized to 64 px by the extractor"},
+        "features": {
+            "extractor": extractor.name,
+            "sha256": extractor.card["sha256"],
+            "held_out_by_extractor": extractor.card["data"]["held_out"],
+        },
+        "views": {
+            "context": "the pipeline's crop: mask spans <= half its side, >= 64 px, native pixels",
+            "tight": "square around the mask's bounding box + 4 px, resized to 64 px by the extractor",
+        },
         "sampler": {"name": args.sampler, "steps": args.steps, "seed": args.seed},
         "kid": {"estimator": "unbiased MMD^2, cubic polynomial kernel, paired rows", "subsets": 100},
+        "model_vs": {
+            "test": "paired permutation test of FID, one-sided, alpha 0.05",
+            "permutations": args.permutations,
+        },
         "results": results,
         "model_seconds_per_region": None if pipe is None else round(model_time / n_regions, 2),
         "wall_time_s": round(time.time() - t0, 1),
@@ -290,6 +336,8 @@ def card_summary(report: dict) -> dict:
                 m: {"fid_ratio": e[m]["fid_ratio"], "kid_ratio": e[m]["kid_ratio"]} for m in METHODS if m in e
             }
             ratios[f"{kind}/{view}"]["n"] = e["n"]
+            if "model_vs" in e:
+                ratios[f"{kind}/{view}"]["model_vs"] = e["model_vs"]
         paired[kind] = views["paired_in_mask"]
     return {
         "benchmark": "bench/inpaint_quality.py",
@@ -316,6 +364,19 @@ def update_card(model_dir: Path, report: dict) -> None:
     path.write_text(json.dumps(card, indent=2) + "\n")
     (model_dir / "README.md").write_text(card_markdown(card))
     print(f"updated {path}")
+
+
+def _versus(c, baseline_fid: float) -> dict:
+    """A permutation test's result with FID differences in units of the neighbouring-slice FID, so it
+    reads like the ratios."""
+    verdict = {"a lower": "model lower", "b lower": "baseline lower"}.get(c.verdict(), c.verdict())
+    scale = 1.0 / baseline_fid
+    return {
+        "fid_ratio_diff": _r(c.observed * scale, 3),
+        "p_model_lower": _r(c.p_a_lower, 4),
+        "null_95": [_r(c.null_low * scale, 3), _r(c.null_high * scale, 3)],
+        "verdict": verdict,
+    }
 
 
 def _r(x: float, nd: int):

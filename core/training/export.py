@@ -252,17 +252,32 @@ def _quality_markdown(q: dict) -> list[str]:
             f"{q['sampler']['steps']} steps; features: {q['features']}; measured by `{q['benchmark']}`."
         ),
         "",
-        "| region / view | n | " + " | ".join(methods) + " |",
-        "|---|---|" + "---|" * len(methods),
+        "| region / view | n | " + " | ".join(methods) + " | model vs baselines (paired permutation test) |",
+        "|---|---|" + "---|" * (len(methods) + 1),
     ]
     for key, row in q["ratio_to_neighbouring_slices"].items():
         cells = [
             f"{row[m]['fid_ratio']:.2f}" if m in row and row[m]["fid_ratio"] is not None else "-"
             for m in methods
         ]
+        cells.append(_versus_cell(row.get("model_vs")))
         lines.append(f"| {key} | {row['n']} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
+
+
+def _versus_cell(versus: dict | None) -> str:
+    """The permutation tests in one cell: "lower than all 3", or each baseline the model does not
+    clearly beat, with the ratio difference model - baseline and the p-value of "model lower"."""
+    if not versus:
+        return "-"
+    open_ = {m: v for m, v in versus.items() if v["verdict"] != "model lower"}
+    if not open_:
+        return f"lower than all {len(versus)}"
+    return "; ".join(
+        f"{m}: {v['verdict']}, {v['fid_ratio_diff']:+.2f} (p = {v['p_model_lower']:.2f})"
+        for m, v in open_.items()
+    )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from core.metrics import (
 )
 from core.metrics.baselines import slice_pairs
 from core.metrics.distribution import DistributionScores, frechet_distance
+from core.metrics.permutation import _RealStats, paired_fid_permutation_test
 
 
 def _gaussian(rng, mean, cov, n):
@@ -176,6 +177,41 @@ def test_compare_features_reports_sample_sizes() -> None:
     rng = np.random.default_rng(9)
     s = compare_features(rng.normal(size=(20, 3)), rng.normal(size=(25, 3)), kid_subsets=5)
     assert (s.n_real, s.n_fake) == (20, 25) and s.fid >= 0 and np.isfinite(s.kid_mean)
+
+
+def test_permutation_test_settles_a_clear_difference_and_not_a_null_one() -> None:
+    rng = np.random.default_rng(11)
+    real = rng.normal(size=(60, 4))
+    close = real + rng.normal(0, 0.2, real.shape)  # paired: each row near its real row
+    shifted = real + 0.6 + rng.normal(0, 0.2, real.shape)
+    c = paired_fid_permutation_test(real, close, shifted, num_permutations=99)
+    assert c.observed < c.null_low and c.p_a_lower == 0.01 and c.p_b_lower == 1.0 and c.verdict() == "a lower"
+    assert paired_fid_permutation_test(real, shifted, close, num_permutations=99).verdict() == "b lower"
+    twin = real + rng.normal(0, 0.2, real.shape)  # the same kind of edit as `close`
+    null = paired_fid_permutation_test(real, close, twin, num_permutations=199)
+    assert null.null_low < null.observed < null.null_high and null.verdict() == "not separable"
+    assert null.p_a_lower > 0.05 and null.p_b_lower > 0.05
+    same = paired_fid_permutation_test(real, close, close.copy(), num_permutations=19)
+    assert same.observed == 0 and same.p_a_lower == same.p_b_lower == 1.0
+
+
+def test_permutation_fid_route_equals_get_fid_score() -> None:
+    rng = np.random.default_rng(13)
+    for n, d in ((200, 16), (40, 64)):  # the second has fewer samples than dimensions
+        x, y = rng.normal(size=(n, d)), 1.3 * rng.normal(size=(n, d)) + 0.2
+        assert math.isclose(_RealStats(x).fid(y), get_fid_score(x, y), rel_tol=1e-6)
+
+
+def test_permutation_test_is_seeded_and_checks_its_input() -> None:
+    rng = np.random.default_rng(12)
+    real, a, b = (rng.normal(size=(30, 3)) for _ in range(3))
+    one = paired_fid_permutation_test(real, a, b, num_permutations=20, generator=np.random.default_rng(5))
+    two = paired_fid_permutation_test(real, a, b, num_permutations=20, generator=np.random.default_rng(5))
+    assert one == two and one.num_permutations == 20
+    with pytest.raises(InputError, match="one row per region"):
+        paired_fid_permutation_test(real, a, b[:-1])
+    with pytest.raises(InputError, match="num_permutations"):
+        paired_fid_permutation_test(real, a, b, num_permutations=10)
 
 
 # --- neighbouring-slice baseline --------------------------------------------------------------------

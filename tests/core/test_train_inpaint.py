@@ -335,3 +335,49 @@ def test_a_run_extended_with_a_new_config_keeps_the_old_one_in_its_card(
     assert "training.earlier_phases" in card["reproduce"]
     readme = (model / "README.md").read_text()
     assert f"an earlier phase ran to step 2 (learning rate {first.learning_rate:g}, constant)" in readme
+
+
+def test_card_quality_table_states_the_permutation_test_verdicts() -> None:
+    from core.training.export import _quality_markdown
+
+    won = {
+        "verdict": "model lower",
+        "fid_ratio_diff": -3.9,
+        "p_model_lower": 0.002,
+        "null_95": [-0.4, 0.4],
+    }
+    tie = {
+        "verdict": "not separable",
+        "fid_ratio_diff": 0.04,
+        "p_model_lower": 0.61,
+        "null_95": [-0.2, 0.2],
+    }
+    ratio = {"fid_ratio": 1.3, "kid_ratio": None}
+    row = dict.fromkeys(("model", "biharmonic", "mean_fill", "noise"), ratio)
+    q = {
+        "note": "n.",
+        "held_out_cases": ["STS_019"],
+        "sampler": {"name": "dpmsolver++", "steps": 25},
+        "features": "ct-features",
+        "benchmark": "bench/inpaint_quality.py",
+        "ratio_to_neighbouring_slices": {
+            "lesion/context": {
+                **row,
+                "n": 58,
+                "model_vs": {"biharmonic": won, "mean_fill": won, "noise": won},
+            },
+            "tissue/context": {
+                **row,
+                "n": 72,
+                "model_vs": {"biharmonic": tie, "mean_fill": won, "noise": won},
+            },
+            "tissue/tight": {**row, "n": 72},  # measured before the test existed
+        },
+    }
+    lines = "\n".join(_quality_markdown(q))
+    assert "| lesion/context | 58 | 1.30 | 1.30 | 1.30 | 1.30 | lower than all 3 |" in lines
+    assert (
+        "| tissue/context | 72 | 1.30 | 1.30 | 1.30 | 1.30 | biharmonic: not separable, +0.04 (p = 0.61) |"
+        in lines
+    )
+    assert "| tissue/tight | 72 | 1.30 | 1.30 | 1.30 | 1.30 | - |" in lines
