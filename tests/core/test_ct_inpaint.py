@@ -270,6 +270,10 @@ def test_demo_model_card_states_data_licences_and_hold_out() -> None:
     quality = card["quality"]["ratio_to_neighbouring_slices"]
     assert set(quality) == {"lesion/context", "lesion/tight", "tissue/context", "tissue/tight"}
     assert all(row[m]["fid_ratio"] > 0 for row in quality.values() for m in ("model", "biharmonic", "mean_fill", "noise"))
+    # the permutation tests against each baseline; mean fill and noise are far behind everywhere
+    assert all(set(row["model_vs"]) == {"biharmonic", "mean_fill", "noise"} for row in quality.values())
+    verdicts = [row["model_vs"][m]["verdict"] for row in quality.values() for m in ("mean_fill", "noise")]
+    assert verdicts == ["model lower"] * 8
     assert "| lesion/context |" in (DEMO_MODEL / "README.md").read_text()
     size = sum(p.stat().st_size for p in DEMO_MODEL.rglob("*") if p.is_file())
     assert size < 25 * 1024**2
