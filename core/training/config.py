@@ -172,31 +172,6 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(json.dumps(to_dict(config), indent=2) + "\n")
 
 
-HISTORY_NAME = "config_history.json"
-
-
-def record_run_config(config: TrainConfig, out: str | Path, *, step: int) -> None:
-    """Write ``<out>/config.json``; a run resumed at ``step`` > 0 with a changed config first appends the
-    old one to ``<out>/config_history.json`` as ``{"until_step": step, "config": ...}``, so a model
-    trained in phases (say, extended with a new rate schedule) can still be retrained from its card."""
-    out = Path(out)
-    path, new = out / "config.json", to_dict(config)
-    if step > 0 and path.is_file():
-        old = json.loads(path.read_text())
-        same_folder = {**old, "out_dir": new["out_dir"]}  # a moved run folder is the same phase
-        if same_folder != new:
-            history = config_history(out)
-            history.append({"until_step": step, "config": old})
-            (out / HISTORY_NAME).write_text(json.dumps(history, indent=2) + "\n")
-    save_config(config, path)
-
-
-def config_history(out: str | Path) -> list[dict]:
-    """The earlier phases of the run in ``out`` (oldest first; empty for a run trained in one go)."""
-    path = Path(out) / HISTORY_NAME
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
 def load_config(path: str | Path) -> TrainConfig:
     """Read a ``TrainConfig`` JSON (as written by ``save_config``; missing keys take defaults)."""
     path = Path(path)

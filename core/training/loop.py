@@ -133,6 +133,33 @@ def newest_checkpoint(out: str | Path) -> tuple[Path | None, int, float]:
     return ckpts[-1], int(state["step"]), float(state["elapsed_s"])
 
 
+HISTORY_NAME = "config_history.json"
+
+
+def record_run_config(config: dict, out: str | Path) -> None:
+    """Write ``<out>/config.json``. When ``out`` holds checkpoints (a resume) and its config changed, first
+    append the old one to ``<out>/config_history.json`` as ``{"until_step": step, "config": ...}``, so a
+    model trained in phases (say, extended with a new rate schedule) can still be retrained: every
+    trainer writes its run config through this. ``config`` is the JSON form of the run's config."""
+    out = Path(out)
+    config = json.loads(json.dumps(config))  # tuples -> lists, as the stored one reads back
+    path, step = out / "config.json", newest_checkpoint(out)[1]
+    if step > 0 and path.is_file():
+        old = json.loads(path.read_text())
+        same_folder = {**old, "out_dir": config.get("out_dir")}  # a moved run folder is the same phase
+        if same_folder != config:
+            history = config_history(out)
+            history.append({"until_step": step, "config": old})
+            (out / HISTORY_NAME).write_text(json.dumps(history, indent=2) + "\n")
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def config_history(out: str | Path) -> list[dict]:
+    """The earlier phases of the run in ``out`` (oldest first; empty for a run trained in one go)."""
+    path = Path(out) / HISTORY_NAME
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
 def _take_peak_rate(lr_sched, optimizer, learning_rate: float) -> None:
     """Make a resumed schedule use the config's peak rate, not the one its checkpoint stored (both
     schedules are LambdaLRs: rate = base rate x factor of the step), so an extension may change it."""

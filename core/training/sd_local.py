@@ -27,7 +27,7 @@ import numpy as np
 
 from core.errors import InputError
 from core.pipelines.label_models import CARD_FORMAT, read_label_model
-from core.training.label_config import LabelDataConfig, load, save, validate_data
+from core.training.label_config import LabelDataConfig, load, validate_data
 from core.training.loop import LoopSettings
 from core.training.train_label_diffusion import diffusion_target, masked_mse, training_record, write_card
 
@@ -218,7 +218,8 @@ def finetune_card(task: FinetuneTask, info) -> dict:
 
 def finetune(config: FinetuneConfig, *, progress: bool = True) -> Path:
     """Fine-tune (or resume); returns ``<out_dir>/model``."""
-    from core.training.loop import LoopSettings, run_loop
+    from core.training.config import to_dict
+    from core.training.loop import LoopSettings, record_run_config, run_loop
 
     if not config.base:
         raise InputError("give --base: the SD-family folder on disk to fine-tune")
@@ -227,7 +228,7 @@ def finetune(config: FinetuneConfig, *, progress: bool = True) -> Path:
     validate_data(config.data)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save(config, out / "config.json")
+    record_run_config(to_dict(config), out)
     return run_loop(FinetuneTask(config), LoopSettings.from_config(config), progress=progress)
 
 

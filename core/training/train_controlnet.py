@@ -31,7 +31,7 @@ from core.pipelines.label_models import (
     prompt_for,
     read_label_model,
 )
-from core.training.label_config import ControlNetConfig, load, save, validate_data
+from core.training.label_config import ControlNetConfig, load, validate_data
 from core.training.train_label_diffusion import (
     diffusion_target,
     masked_mse,
@@ -268,7 +268,8 @@ def controlnet_card(task: ControlNetTask, info) -> dict:
 def train(config: ControlNetConfig, *, progress: bool = True) -> Path:
     """Train (or resume) a ControlNet; returns ``<out_dir>/model``."""
     from core.errors import InputError
-    from core.training.loop import LoopSettings, run_loop
+    from core.training.config import to_dict
+    from core.training.loop import LoopSettings, record_run_config, run_loop
 
     if not config.base:
         raise InputError(
@@ -277,7 +278,7 @@ def train(config: ControlNetConfig, *, progress: bool = True) -> Path:
     validate_data(config.data)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save(config, out / "config.json")
+    record_run_config(to_dict(config), out)
     return run_loop(ControlNetTask(config), LoopSettings.from_config(config), progress=progress)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.training.config import TrainConfig, record_run_config, validate
+from core.training.config import TrainConfig, to_dict, validate
 
 _VAL_EXAMPLES = 8  # fixed validation crops (sample grids, validation loss)
 _VAL_TIMESTEPS = (50, 200, 400, 600, 800)  # validation loss is averaged over these noise levels
@@ -175,8 +175,8 @@ class InpaintTask:
         return _validate(unet, self.noise_scheduler, self.val_items, self.config, png, device)
 
     def export(self, unet, info, out: Path) -> None:
-        from core.training.config import config_history
         from core.training.export import build_card, export_model
+        from core.training.loop import config_history
 
         card = build_card(
             self.config,
@@ -198,12 +198,12 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         config: the run; ``config.out_dir`` is created, and resumed from when it holds checkpoints.
         progress: show a tqdm bar (main process only).
     """
-    from core.training.loop import LoopSettings, newest_checkpoint, run_loop
+    from core.training.loop import LoopSettings, record_run_config, run_loop
 
     validate(config)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    record_run_config(config, out, step=newest_checkpoint(out)[1])
+    record_run_config(to_dict(config), out)
     return run_loop(InpaintTask(config), LoopSettings.from_config(config), progress=progress)
 
 

@@ -316,15 +316,15 @@ def test_a_run_can_be_finished_at_a_checkpoint_and_equals_a_shorter_run(
 def test_a_run_extended_with_a_new_config_keeps_the_old_one_in_its_card(
     data_root: Path, tmp_path: Path
 ) -> None:
-    from core.training.config import config_history, record_run_config
+    from core.training.loop import config_history, record_run_config
     from core.training.train_inpaint import train
 
     sources = discover_sources(data_root)
     first = tiny_config(tmp_path / "run", sources, steps=2, lr_schedule="constant")
     train(first, progress=False)
-    record_run_config(replace(first, out_dir=str(tmp_path / "moved")), tmp_path / "run", step=2)
+    record_run_config(to_dict(replace(first, out_dir=str(tmp_path / "moved"))), tmp_path / "run")  # at step 2
     assert config_history(tmp_path / "run") == []  # only the folder differs: the same phase
-    record_run_config(replace(first, out_dir=str(tmp_path / "run")), tmp_path / "run", step=2)
+    record_run_config(to_dict(replace(first, out_dir=str(tmp_path / "run"))), tmp_path / "run")
     # the extension: a lower peak rate decaying over 2 more steps
     model = train(replace(first, steps=4, learning_rate=5e-5, lr_decay_steps=2), progress=False)
     assert config_history(tmp_path / "run") == [{"until_step": 2, "config": to_dict(first)}]

@@ -216,3 +216,19 @@ def test_a_resumed_run_takes_the_new_peak_rate_not_the_checkpointed_one(tmp_path
     assert _logged_lrs(tmp_path / "run") == pytest.approx(
         [0.025, 0.05, 0.05, 0.05, 0.0155, 0.011, 0.0065, 0.002]
     )
+
+
+def test_every_trainer_records_a_changed_config_as_an_earlier_phase(tmp_path: Path) -> None:
+    from core.training.loop import config_history, record_run_config
+
+    out = tmp_path / "run"
+    out.mkdir()  # as every trainer does first
+    config = {"out_dir": str(out), "widths": (8, 16), "learning_rate": 0.05}  # asdict() form: tuples
+    record_run_config(config, out)  # a fresh run: nothing to keep
+    run_loop(ToyTask(), settings(out, steps=4), progress=False)
+    record_run_config({**config, "out_dir": str(tmp_path / "moved")}, out)  # same run, moved folder
+    assert config_history(out) == []
+    record_run_config({**config, "learning_rate": 0.02}, out)  # resumed at step 4 with a new rate
+    moved = {**config, "out_dir": str(tmp_path / "moved"), "widths": [8, 16]}  # config.json as it was
+    assert config_history(out) == [{"until_step": 4, "config": moved}]
+    assert json.loads((out / "config.json").read_text())["learning_rate"] == 0.02
