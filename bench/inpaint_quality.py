@@ -11,7 +11,10 @@ CT feature network (``assets/models/ct-features``) held them out as well. Region
 
 All methods run in this call, on the same regions, each editing a copy of the slice:
 
-* ``model``: ``CTInpaintPipeline`` (``--sampler``, default DPM-Solver++, ``--steps`` steps, one seed per region);
+* ``model``: ``CTInpaintPipeline`` (``--sampler``, default DPM-Solver++, ``--steps`` steps, one seed per region)
+  with ``blend_px=0``: the app's default fades the sample into the *original* pixels over the
+  mask's outer 2 px, which here are the ground truth the baselines never see (a third to half
+  of a small ellipse's pixels); every method fills the mask from the pixels outside it alone;
 * ``mean_fill``: the mean HU of the known (unmasked) pixels of the pipeline's crop;
 * ``noise``: Gaussian noise with those pixels' mean and standard deviation;
 * ``biharmonic``: ``skimage.restoration.inpaint_biharmonic`` on that crop.
@@ -232,6 +235,7 @@ def main() -> int:
                     sampler=args.sampler,
                     seed=seed,
                     content=content,
+                    blend_px=0.0,  # no ground truth inside the mask, as for the baselines
                 )
                 edited["model"] = out.image
                 model_time += time.time() - t
@@ -303,7 +307,7 @@ def main() -> int:
             "context": "the pipeline's crop: mask spans <= half its side, >= 64 px, native pixels",
             "tight": "square around the mask's bounding box + 4 px, resized to 64 px by the extractor",
         },
-        "sampler": {"name": args.sampler, "steps": args.steps, "seed": args.seed},
+        "sampler": {"name": args.sampler, "steps": args.steps, "seed": args.seed, "blend_px": 0.0},
         "kid": {"estimator": "unbiased MMD^2, cubic polynomial kernel, paired rows", "subsets": 100},
         "model_vs": {
             "test": "paired permutation test of FID, one-sided, alpha 0.05",

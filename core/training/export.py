@@ -249,7 +249,8 @@ def _quality_markdown(q: dict) -> list[str]:
         "",
         (
             f"{q['note']} Cases {', '.join(q['held_out_cases'])}; {q['sampler']['name']}, "
-            f"{q['sampler']['steps']} steps; features: {q['features']}; measured by `{q['benchmark']}`."
+            f"{q['sampler']['steps']} steps{_blend_note(q['sampler'])}; features: {q['features']}; "
+            f"measured by `{q['benchmark']}`."
         ),
         "",
         "| region / view | n | " + " | ".join(methods) + " | model vs baselines (paired permutation test) |",
@@ -264,6 +265,15 @@ def _quality_markdown(q: dict) -> list[str]:
         lines.append(f"| {key} | {row['n']} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
+
+
+def _blend_note(sampler: dict) -> str:
+    """Whether the model's regions were faded into the original pixels at the mask's edge (which the
+    baselines never see); cards measured before ``blend_px`` was recorded used the default 2 px."""
+    blend = sampler.get("blend_px", 2.0)
+    if blend == 0:
+        return ", no edge blending (every method fills the mask from the pixels outside it only)"
+    return f", edge blended over {blend:g} px into the original pixels"
 
 
 def _versus_cell(versus: dict | None) -> str:

@@ -268,6 +268,8 @@ def test_demo_model_card_states_data_licences_and_hold_out() -> None:
     assert card["inputs"]["hu_range"] == [-1000.0, 1000.0] and card["inputs"]["resolution"] == 64
     # held-out quality against the three baselines (bench/inpaint_quality.py --update-card), also in the README
     quality = card["quality"]["ratio_to_neighbouring_slices"]
+    # measured without the edge blend: it would mix ground truth into the model's regions only
+    assert card["quality"]["sampler"]["blend_px"] == 0.0
     assert set(quality) == {"lesion/context", "lesion/tight", "tissue/context", "tissue/tight"}
     assert all(row[m]["fid_ratio"] > 0 for row in quality.values() for m in ("model", "biharmonic", "mean_fill", "noise"))
     # the permutation tests against each baseline; mean fill and noise are far behind everywhere

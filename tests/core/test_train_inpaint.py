@@ -381,3 +381,7 @@ def test_card_quality_table_states_the_permutation_test_verdicts() -> None:
         in lines
     )
     assert "| tissue/tight | 72 | 1.30 | 1.30 | 1.30 | 1.30 | - |" in lines
+    # a card measured before blend_px was recorded says its model regions were edge-blended (2 px)
+    assert "25 steps, edge blended over 2 px into the original pixels;" in lines
+    q["sampler"]["blend_px"] = 0.0
+    assert "25 steps, no edge blending (every method fills the mask" in "\n".join(_quality_markdown(q))
