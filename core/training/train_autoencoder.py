@@ -298,6 +298,7 @@ class AutoencoderTask:
 
     def export(self, model, info, out: Path) -> None:
         from core.training.export import code_version, machine
+        from core.training.loop import config_history
 
         shift, std = self.latent_stats(model, device=next(model.parameters()).device)
         model.register_to_config(scaling_factor=round(1.0 / std, 5), shift_factor=round(shift, 5))
@@ -318,6 +319,7 @@ class AutoencoderTask:
                           "mpp": s.mpp, "train_region_xywh": list(s.train), "holdout_region_xywh": list(s.holdout),
                           "note": s.note} for s in HE_SLIDES],
                 "config": {k: v for k, v in asdict(cfg).items() if k not in ("data_dir", "out_dir")},
+                "earlier_phases": config_history(cfg.out_dir),  # configs this run was resumed from
             },
             "metrics": {**info.metrics, "validation": f"{cfg.val_crops} crops of 128 px from the held-out regions"},
             "licences": sorted({s.licence for s in HE_SLIDES}),

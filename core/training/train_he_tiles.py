@@ -346,6 +346,7 @@ class HETilesTask:
 
     def card(self, info, out: Path) -> dict:
         from core.training.export import code_version, machine
+        from core.training.loop import config_history
 
         cfg = self.config
         card = {
@@ -370,6 +371,7 @@ class HETilesTask:
                 "data": [{"name": s.name, "file": s.file, "licence": s.licence, "attribution": s.attribution,
                           "train_region_xywh": list(s.train), "holdout_region_xywh": list(s.holdout)} for s in HE_SLIDES],
                 "config": {k: v for k, v in asdict(cfg).items() if k not in ("data_dir", "out_dir", "autoencoder")},
+                "earlier_phases": config_history(cfg.out_dir),  # configs this run was resumed from
             }  # fmt: skip
             card["metrics"] = info.metrics
             card["licences"] = sorted({s.licence for s in HE_SLIDES})

@@ -231,6 +231,7 @@ def ct_card(
 def training_record(config, info, data) -> dict:
     from core.training.config import to_dict
     from core.training.export import machine
+    from core.training.loop import config_history
 
     d = config.data
     return {
@@ -239,6 +240,7 @@ def training_record(config, info, data) -> dict:
         "data": [{"name": s.name, "licence": s.licence, "attribution": s.attribution} for s in d.sources if s.name not in d.holdout]
         + [{"name": Path(p).name, "pairs_folder": p} for p in d.pairs if Path(p).name not in d.holdout],
         "n_training_slices": len(data.slices), "holdout": list(d.holdout), "config": to_dict(config),
+        "earlier_phases": config_history(config.out_dir),  # configs this run was resumed from
     }  # fmt: skip
 
 

@@ -296,6 +296,14 @@ def test_controlnet_resume_is_exact_and_a_changed_base_is_refused(trained, tmp_p
     shutil.rmtree(tmp_path / "cn" / "model")
     resumed = load_file(train_cn(cfg2, progress=False) / "controlnet" / "diffusion_pytorch_model.safetensors")
     assert all(np.array_equal(weights[k].numpy(), resumed[k].numpy()) for k in weights)
+    assert json.loads((tmp_path / "cn" / "model" / "model_card.json").read_text())["training"]["earlier_phases"] == []
+    # resumed for one more step at half the rate: the card keeps the config it ran under before
+    cfg3 = replace(cfg2, steps=cfg.steps + 1, learning_rate=cfg.learning_rate / 2)
+    card = json.loads((train_cn(cfg3, progress=False) / "model_card.json").read_text())["training"]
+    assert card["steps"] == cfg.steps + 1 and card["config"]["learning_rate"] == cfg.learning_rate / 2
+    assert [(p["until_step"], p["config"]["learning_rate"]) for p in card["earlier_phases"]] == [
+        (cfg.steps, cfg.learning_rate)
+    ]
 
     copy = tmp_path / "moved"
     shutil.copytree(trained["base"], copy / "base")
