@@ -141,7 +141,7 @@ def mask_from_organ(services: Services, state: InpaintState, organ: str, margin_
         mask = bbox_mask(mask, int(round(margin_mm / sl.spacing[0])))
         source = f"{organ} bounding box + {margin_mm:g} mm"
     state = replace(state, mask=mask, mask_source=source)
-    return state, _mask_views(sl, state)
+    return state, {**_mask_views(sl, state), "content": "tissue"}  # an organ, or a healthy negative around it
 
 
 def place_shape(services: Services, state: InpaintState, name: str, diameter_mm: float, angle_deg: float,
@@ -156,7 +156,7 @@ def place_shape(services: Services, state: InpaintState, name: str, diameter_mm:
     mask = stamp(library[name], image_shape=sl.hu.shape, spacing=sl.spacing, center=(row, col),
                  diameter_mm=float(diameter_mm), angle_deg=float(angle_deg))
     state = replace(state, mask=mask, mask_source=f"{name}, {diameter_mm:g} mm, {angle_deg:g}°")
-    return state, _mask_views(sl, state)
+    return state, {**_mask_views(sl, state), "content": "lesion"}
 
 
 def set_preset(services: Services, state: InpaintState, preset: str) -> tuple[InpaintState, dict]:
@@ -178,8 +178,11 @@ def _result_views(sl: Slice, state: InpaintState) -> dict:
 
 
 def generate(services: Services, state: InpaintState, model_name: str, sampler: str, steps: int, seed: int,
-             samples: int, progress=None) -> tuple[InpaintState, dict]:
-    """Sample the masked region, show the first sample and the per-pixel std, write all outputs."""
+             samples: int, content: str = "lesion", progress=None) -> tuple[InpaintState, dict]:
+    """Sample the masked region, show the first sample and the per-pixel std, write all outputs.
+
+    ``content`` ("lesion" or "tissue") is what a content-conditioned model puts in the mask; models
+    without content classes ignore it."""
     from core.pipelines.inpaint_volume import write_outputs
 
     sl = _slice(services, state)
@@ -196,8 +199,9 @@ def generate(services: Services, state: InpaintState, model_name: str, sampler: 
         if progress is not None:
             progress((done, total), desc="denoising", unit="UNet evaluations")
 
+    content = content if pipe.content_classes else None
     out = pipe(sl.hu, state.mask, num_inference_steps=int(steps), sampler=sampler, seed=int(seed),
-               num_samples=int(samples), callback=report)
+               num_samples=int(samples), content=content, callback=report)
     edited = sl.volume.volume.array.copy()
     edited[sl.index] = out.images[0]
     out_dir = services.work_dir / "inpaint" / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
@@ -206,7 +210,8 @@ def generate(services: Services, state: InpaintState, model_name: str, sampler: 
                           extra={"mask_source": state.mask_source, "app": "synthdx app"})
     state = replace(state, result=out.images[0], std=out.std, result_mask=out.mask, out_dir=str(out_dir), show="after")
     prov = out.provenance
-    text = (f"Model **{prov.get('models', [{}])[0].get('name', model_name)}**, sampler {sampler}, {steps} steps, "
+    painted = f"{prov['content']}, " if prov.get("content") else ""
+    text = (f"Model **{prov.get('models', [{}])[0].get('name', model_name)}**, {painted}sampler {sampler}, {steps} steps, "
             f"seeds {prov.get('seeds')}, {len(out.images)} sample(s); max std {float(out.std.max()):.1f} HU. "
             f"Written to `{out_dir}`.")
     return state, {**_result_views(sl, state), "files": sorted(files.values()), "provenance": text,

@@ -14,9 +14,11 @@ from reviewer_app.wiring import connector
 
 HELP = """Open a CT in the **Viewer**, scroll to the slice, then **Use the viewer's slice**. Make a mask
 (paint it, take an organ or its box plus a margin for a healthy negative, or click the preview to
-place a lesion outline), then **Generate**. Voxels outside the mask stay bit-identical; several
+place a lesion outline), choose what to **Paint** in it (a lesion, or healthy tissue for a negative),
+then **Generate**. Voxels outside the mask stay bit-identical; several
 samples give a per-pixel standard deviation (the uncertainty map)."""
 MASK_MODES = ("Paint", "Organ", "Organ box + margin", "Lesion shape")
+CONTENTS = [("lesion", "lesion"), ("healthy tissue", "tissue")]  # (label, value): the model's content classes
 
 
 def create_inpaint_tab(services: Services, viewer_state: gr.State) -> dict:
@@ -41,6 +43,9 @@ def create_inpaint_tab(services: Services, viewer_state: gr.State) -> dict:
             with gr.Accordion("Generation", open=True):
                 c["model"] = gr.Dropdown(models, value=models[0] if models else None, label="Model",
                                          info="shipped and --models checkpoints")
+                c["content"] = gr.Radio(CONTENTS, value="lesion", label="Paint",
+                                        info="what goes in the mask; organ masks and boxes set healthy tissue, "
+                                        "lesion outlines a lesion")
                 c["sampler"] = gr.Radio(list(SAMPLERS), value="dpmsolver++", label="Sampler")
                 c["steps"] = gr.Slider(10, 50, value=25, step=1, label="Steps")
                 c["seed"] = gr.Number(0, precision=0, label="Seed")
@@ -87,7 +92,7 @@ def _wire(services: Services, c: dict, viewer_state: gr.State) -> None:
     connect(c["before_after"].input, lambda s, w: h.toggle(services, s, w), [st, c["before_after"]],
             api_visibility="private")
     connect(c["generate"].click,
-            lambda s, m, smp, n, seed, k, progress: h.generate(services, s, m, smp, n, seed, k, progress),
-            [st, c["model"], c["sampler"], c["steps"], c["seed"], c["samples"]], progress=True,
+            lambda s, m, smp, n, seed, k, what, progress: h.generate(services, s, m, smp, n, seed, k, what, progress),
+            [st, c["model"], c["sampler"], c["steps"], c["seed"], c["samples"], c["content"]], progress=True,
             api_visibility="private", concurrency_limit=1, concurrency_id="gpu",
             show_progress_on=[c["result"]])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -93,3 +94,27 @@ def test_bad_input_messages(services: Services) -> None:
         h.generate(services, state, "any", "ddim", 10, 0, 1)
     with pytest.raises(InputError, match="outside the slice"):
         h.place_shape(services, state, "Round lesion", 5.0, 0.0, 500, 500)
+
+
+def test_generate_paints_the_chosen_content_and_records_it(services: Services) -> None:
+    import json
+
+    state = _taken(services)
+    state, out = h.mask_from_organ(services, state, "seg", 0, box=False)
+    assert out["content"] == "tissue"  # an organ mask proposes healthy tissue
+    _, placed = h.place_shape(services, state, "Round lesion", 8.0, 0.0, 32, 32)
+    assert placed["content"] == "lesion"
+    demo = Path(__file__).resolve().parents[2] / "assets" / "models" / "ct-inpaint"  # classes tissue, lesion
+    services = replace(services, model_dirs=[demo])
+    name = next(iter(services.inpaint_models()))
+    results = {}
+    for content in ("tissue", "lesion"):
+        done, out = h.generate(services, state, name, "dpmsolver++", 10, 0, 1, content)
+        prov = json.loads((Path(done.out_dir) / "provenance.json").read_text())
+        assert prov["content"] == content and f", {content}, sampler" in out["provenance"]
+        results[content] = done.result
+    inside = state.mask
+    assert not np.array_equal(results["tissue"][inside], results["lesion"][inside])  # the label reaches the model
+    np.testing.assert_array_equal(results["tissue"][~inside], results["lesion"][~inside])
+    with pytest.raises(InputError, match="unknown content 'bone'"):
+        h.generate(services, state, name, "dpmsolver++", 10, 0, 1, "bone")
