@@ -217,7 +217,7 @@ def card_markdown(card: dict) -> str:
         "## Training",
         "",
         f"- steps: {t['steps']} x batch {t['batch_size']}; wall time {t['wall_time_s'] / 3600:.2f} h on {t['machine']}",
-        *[_phase_line(ph) for ph in t.get("earlier_phases", [])],
+        *_phase_lines(t.get("earlier_phases", []), t["config"]),
         f"- parameters: {t['n_parameters']:,}; seed {t['seed']}",
         f"- input: {i['resolution']} px crops, HU {hu} -> [-1, 1]{scale}, classes {i['content_classes'] or 'none'}",
         f"- metrics at export: {json.dumps(card.get('metrics', {}))}",
@@ -231,14 +231,32 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
-def _phase_line(phase: dict) -> str:
-    """One earlier training phase: where it stopped and its rate schedule (the rest is in the JSON card)."""
-    c = phase["config"]
-    decay = f", last {c['lr_decay_steps']} decaying" if c.get("lr_decay_steps") else ""
-    return (
-        f"- an earlier phase ran to step {phase['until_step']} "
-        f"(learning rate {c['learning_rate']:g}, {c['lr_schedule']}{decay}); then resumed with training.config"
-    )
+def _phase_lines(phases: Sequence[dict], final: dict) -> list[str]:
+    """One line per earlier training phase: where it stopped, its rate schedule, and which other
+    settings the next phase changed (the configs themselves are in the JSON card)."""
+    lines = []
+    for phase, after in zip(phases, [*[p["config"] for p in phases[1:]], final]):
+        c = phase["config"]
+        decay = f", last {c['lr_decay_steps']} decaying" if c.get("lr_decay_steps") else ""
+        changed = sorted(_changed_settings(c, after) - {"steps", "learning_rate", "lr_schedule", "lr_decay_steps"})
+        then = f"; the next phase changed {', '.join(changed)}" if changed else ""
+        lines.append(
+            f"- an earlier phase ran to step {phase['until_step']} "
+            f"(learning rate {c['learning_rate']:g}, {c['lr_schedule']}{decay}){then}; then resumed with training.config"
+        )
+    return lines
+
+
+def _changed_settings(a: dict, b: dict, prefix: str = "") -> set[str]:
+    """Dotted names of the settings that differ between two JSON configs (lists compare whole)."""
+    changed = set()
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            changed |= _changed_settings(x, y, f"{prefix}{key}.")
+        elif x != y and key != "out_dir":
+            changed.add(prefix + key)
+    return changed
 
 
 def _quality_markdown(q: dict) -> list[str]:

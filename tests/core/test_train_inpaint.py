@@ -385,3 +385,18 @@ def test_card_quality_table_states_the_permutation_test_verdicts() -> None:
     assert "25 steps, edge blended over 2 px into the original pixels;" in lines
     q["sampler"]["blend_px"] = 0.0
     assert "25 steps, no edge blending (every method fills the mask" in "\n".join(_quality_markdown(q))
+
+
+def test_card_phase_lines_name_the_settings_the_next_phase_changed() -> None:
+    from core.training.export import _phase_lines
+
+    first = {"out_dir": "a", "steps": 10, "learning_rate": 3e-4, "lr_schedule": "constant", "lr_decay_steps": 0,
+             "data": {"mask_mix": [["organ", 0.15]], "fill_range": [0.35, 0.6]}}  # fmt: skip
+    second = {**first, "out_dir": "b", "steps": 20, "learning_rate": 1e-4, "lr_decay_steps": 5}  # rate only
+    final = {**second, "steps": 30, "data": {**first["data"], "mask_mix": [["organ", 0.0]]}}
+    lines = _phase_lines([{"until_step": 10, "config": first}, {"until_step": 20, "config": second}], final)
+    assert lines == [
+        "- an earlier phase ran to step 10 (learning rate 0.0003, constant); then resumed with training.config",
+        "- an earlier phase ran to step 20 (learning rate 0.0001, constant, last 5 decaying); "
+        "the next phase changed data.mask_mix; then resumed with training.config",
+    ]
