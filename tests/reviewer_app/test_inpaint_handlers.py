@@ -118,3 +118,20 @@ def test_generate_paints_the_chosen_content_and_records_it(services: Services) -
     np.testing.assert_array_equal(results["tissue"][~inside], results["lesion"][~inside])
     with pytest.raises(InputError, match="unknown content 'bone'"):
         h.generate(services, state, name, "dpmsolver++", 10, 0, 1, "bone")
+
+
+def test_generate_button_sends_the_paint_choice(tmp_path: Path) -> None:
+    """The tab wires the 'Paint' radio into Generate (last input, as generate() takes it) and lets
+    mask handlers set it."""
+    from reviewer_app.app import build_app
+
+    cfg = build_app(Services(catalog=[], work_dir=tmp_path)).get_config_file()
+    by_id = {c["id"]: c for c in cfg["components"]}
+    paint = next(c for c in cfg["components"] if c["props"].get("label") == "Paint")
+    choices = [tuple(c) for c in paint["props"]["choices"]]
+    assert paint["type"] == "radio" and choices == [("lesion", "lesion"), ("healthy tissue", "tissue")]
+    generate = next(b for b in cfg["components"] if b["props"].get("value") == "Generate")
+    dep = next(d for d in cfg["dependencies"] if (generate["id"], "click") in [tuple(t) for t in d["targets"]])
+    labels = [by_id[i]["props"].get("label") for i in dep["inputs"][1:]]
+    assert labels == ["Model", "Sampler", "Steps", "Seed", "Samples (for the uncertainty map)", "Paint"]
+    assert paint["id"] in dep["outputs"]
