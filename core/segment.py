@@ -225,6 +225,7 @@ class SegmenterTask:
 
         from core.training.config import to_dict
         from core.training.export import code_version, machine
+        from core.training.loop import config_history
 
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "model.safetensors"))
@@ -235,7 +236,8 @@ class SegmenterTask:
             "purpose": "Dice between a generator's condition and a segmentation of its output (core.segment)",
             "training": {"steps": info.step, "wall_time_s": round(info.wall_time_s, 1), "machine": machine(), "n_parameters": info.n_parameters,
                          "data": [{"name": s.name, "licence": s.licence} for s in self.config.data.sources if s.name not in self.config.data.holdout],
-                         "holdout": list(self.config.data.holdout), "config": to_dict(self.config)},
+                         "holdout": list(self.config.data.holdout), "config": to_dict(self.config),
+                         "earlier_phases": config_history(self.config.out_dir)},
             "metrics": {"held_out_real": info.metrics}, "code_version": code_version(),
         }  # fmt: skip
         (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
@@ -243,13 +245,14 @@ class SegmenterTask:
 
 def train_segmenter(config: SegmenterConfig, *, progress: bool = True) -> Path:
     """Train (or resume) the segmenter; returns ``<out_dir>/model``."""
-    from core.training.label_config import save, validate_data
-    from core.training.loop import LoopSettings, run_loop
+    from core.training.config import to_dict
+    from core.training.label_config import validate_data
+    from core.training.loop import LoopSettings, record_run_config, run_loop
 
     validate_data(config.data)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save(config, out / "config.json")
+    record_run_config(to_dict(config), out)
     return run_loop(SegmenterTask(config), LoopSettings.from_config(config), progress=progress)
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from core.errors import InputError
 from core.pipelines.label_condition import CT_CLASS_RULES
-from core.training.config import DataSource, from_dict, to_dict
+from core.training.config import DataSource, from_dict
 from core.training.loop import LoopSettings
 
 
@@ -102,10 +102,6 @@ class ControlNetConfig(LoopSettings):
     sample_every: int = 500
     sample_steps: int = 25
     model_name: str = "synthdx-ct-controlnet"
-
-
-def save(config, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(to_dict(config), indent=2) + "\n")
 
 
 def load(cls, path: str | Path):

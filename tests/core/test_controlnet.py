@@ -399,3 +399,17 @@ def test_an_overfit_controlnet_puts_the_square_where_the_condition_says(tmp_path
         outside.append(img[cond == 0].mean())
     # the square is bright (+600 HU in training) where asked and the rest dark (-600 HU)
     assert min(inside) > 300 and max(outside) < -300, (inside, outside)
+
+
+def test_segmenter_run_resumed_with_a_new_rate_keeps_the_old_config_in_its_card(ct_data, tmp_path: Path) -> None:
+    from core.segment import SegmenterConfig, train_segmenter
+
+    cfg = SegmenterConfig(out_dir=str(tmp_path / "seg"), data=ct_data, resolution=32, features=(4, 4, 8, 8, 8, 4),
+                          steps=2, batch_size=2, warmup_steps=0, sample_every=2, checkpoint_every=1, num_threads=1)  # fmt: skip
+    first = json.loads((train_segmenter(cfg, progress=False) / "model_card.json").read_text())["training"]
+    assert first["steps"] == 2 and first["earlier_phases"] == []
+    card = json.loads(
+        (train_segmenter(replace(cfg, steps=3, learning_rate=5e-4), progress=False) / "model_card.json").read_text()
+    )["training"]
+    assert card["steps"] == 3 and card["config"]["learning_rate"] == 5e-4
+    assert [(p["until_step"], p["config"]["learning_rate"]) for p in card["earlier_phases"]] == [(2, 1e-3)]
