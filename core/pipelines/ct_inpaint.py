@@ -17,8 +17,8 @@ Samplers (diffusers schedulers built from the model's DDPM training config):
 ``"dpmsolver++"`` (``DPMSolverMultistepScheduler``, 2nd order), its stochastic form
 ``"sde-dpmsolver++"`` (fresh seeded noise every step, which corrects part of a small model's
 errors: on held-out sarcomas the 31000-step demo model's lesions scored closer to real than with
-the ODE form, measured with the edge blend; healthy tissue did not gain) and ``"ddim"`` (eta 0), all with the known region re-noised
-and pasted back after every step; ``"repaint"``
+the ODE form, measured with the edge blend; healthy tissue did not gain) and ``"ddim"`` (eta 0),
+all with the known region re-noised and pasted back after every step; ``"repaint"``
 (``RePaintScheduler``, Lugmayr et al. 2022) adds resampling: every ``jump_length``
 steps it jumps back and redoes them, ``jump_n_sample`` times in all.
 """
