@@ -74,7 +74,10 @@ def test_reader_tokens_are_hashed_and_resolve(tmp_path):
         stored = session.get(Reader, reader_id)
         assert token not in stored.token_hash and len(token) >= 32
         assert crud.reader_by_token(session=session, token=token).id == reader_id
-        assert crud.reader_by_token(session=session, token=token[:-1] + "A") is None
+        # Change the last character to one it is not (a fixed "A" equals it 1 time in 64).
+        altered = token[:-1] + ("B" if token[-1] == "A" else "A")
+        assert altered != token
+        assert crud.reader_by_token(session=session, token=altered) is None
         with pytest.raises(ValueError, match="role"):
             crud.add_reader(session=session, study_id=study_id, display_name="x", role="surgeon",
                             years_experience=1)
