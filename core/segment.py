@@ -245,15 +245,11 @@ class SegmenterTask:
 
 def train_segmenter(config: SegmenterConfig, *, progress: bool = True) -> Path:
     """Train (or resume) the segmenter; returns ``<out_dir>/model``."""
-    from core.training.config import to_dict
     from core.training.label_config import validate_data
-    from core.training.loop import LoopSettings, record_run_config, run_loop
+    from core.training.loop import run_loop
 
     validate_data(config.data)
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    record_run_config(to_dict(config), out)
-    return run_loop(SegmenterTask(config), LoopSettings.from_config(config), progress=progress)
+    return run_loop(SegmenterTask(config), config, progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:

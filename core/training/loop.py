@@ -6,10 +6,10 @@ A script describes *what* to train as a ``Task`` (model, data, loss, validation,
 clipping, EMA of the trained parameters, ``metrics.jsonl``, sample grids, resumable
 checkpoints and exported model folders::
 
-    settings = LoopSettings.from_config(config)      # any config with these field names
-    model_dir = run_loop(MyTask(config), settings)
+    model_dir = run_loop(MyTask(config), config)     # config: a dataclass with LoopSettings' field names
 
-A run folder holds ``metrics.jsonl`` (loss per step; validation metrics every
+A run folder holds ``config.json`` (the whole run config; ``config_history.json`` keeps the earlier
+phases of a run resumed with a changed config), ``metrics.jsonl`` (loss per step; validation metrics every
 ``sample_every`` steps), ``samples/step_NNNNNN.png``, ``checkpoints/step_NNNNNN/``
 (accelerate state + EMA + ``progress.json``; the newest ``keep_checkpoints`` are kept),
 ``model/`` (the EMA weights exported at every checkpoint) and ``model_step_NNNNNN/`` for
@@ -178,8 +178,12 @@ def step_generator(seed: int, step: int, rank: int):
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
 
 
-def run_loop(task: Task, settings: LoopSettings, *, progress: bool = True) -> Path:
-    """Train (or resume) ``task``; returns the exported model folder ``<out_dir>/model``."""
+def run_loop(task: Task, config: Any, *, progress: bool = True) -> Path:
+    """Train (or resume) ``task``; returns the exported model folder ``<out_dir>/model``.
+
+    ``config`` is the run's config dataclass: the loop takes its ``LoopSettings`` fields and records
+    all of it (``record_run_config``), so no trainer can leave a run that cannot be retrained.
+    """
     import torch
     from accelerate import Accelerator
     from diffusers.optimization import get_scheduler
@@ -188,14 +192,15 @@ def run_loop(task: Task, settings: LoopSettings, *, progress: bool = True) -> Pa
 
     from core.training.data import StepIndices
 
-    s = settings
-    # 1. Processes, threads, folders
+    s = LoopSettings.from_config(config)
+    # 1. Processes, threads, folders, the run config
     if s.num_threads:
         torch.set_num_threads(s.num_threads)
     acc = Accelerator(mixed_precision=s.mixed_precision)
     out = Path(s.out_dir)
     if acc.is_main_process:
         (out / "samples").mkdir(parents=True, exist_ok=True)
+        record_run_config(dataclasses.asdict(config), out)  # before any checkpoint of this phase
     torch.manual_seed(s.seed)  # weight init only; data and noise have their own seeds
 
     # 2. Model, data, EMA, optimiser, learning-rate schedule

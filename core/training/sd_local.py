@@ -218,18 +218,14 @@ def finetune_card(task: FinetuneTask, info) -> dict:
 
 def finetune(config: FinetuneConfig, *, progress: bool = True) -> Path:
     """Fine-tune (or resume); returns ``<out_dir>/model``."""
-    from core.training.config import to_dict
-    from core.training.loop import LoopSettings, record_run_config, run_loop
+    from core.training.loop import run_loop
 
     if not config.base:
         raise InputError("give --base: the SD-family folder on disk to fine-tune")
     if not config.data.pairs:
         raise InputError("give --pairs: a folder with images/ (and labels/, classes.json) to fine-tune on")
     validate_data(config.data)
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    record_run_config(to_dict(config), out)
-    return run_loop(FinetuneTask(config), LoopSettings.from_config(config), progress=progress)
+    return run_loop(FinetuneTask(config), config, progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:

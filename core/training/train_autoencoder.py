@@ -331,11 +331,9 @@ class AutoencoderTask:
 
 def train(config: AEConfig, *, progress: bool = True) -> Path:
     """Train (or resume) the autoencoder; returns the exported model folder ``<out_dir>/model``."""
-    from core.training.loop import LoopSettings, record_run_config, run_loop
+    from core.training.loop import run_loop
 
-    Path(config.out_dir).mkdir(parents=True, exist_ok=True)
-    record_run_config(asdict(config), config.out_dir)
-    return run_loop(AutoencoderTask(config), LoopSettings.from_config(config), progress=progress)
+    return run_loop(AutoencoderTask(config), config, progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -268,18 +268,14 @@ def controlnet_card(task: ControlNetTask, info) -> dict:
 def train(config: ControlNetConfig, *, progress: bool = True) -> Path:
     """Train (or resume) a ControlNet; returns ``<out_dir>/model``."""
     from core.errors import InputError
-    from core.training.config import to_dict
-    from core.training.loop import LoopSettings, record_run_config, run_loop
+    from core.training.loop import run_loop
 
     if not config.base:
         raise InputError(
             "give --base: the model folder the ControlNet is trained on (ours, or an SD-family folder on disk)"
         )
     validate_data(config.data)
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    record_run_config(to_dict(config), out)
-    return run_loop(ControlNetTask(config), LoopSettings.from_config(config), progress=progress)
+    return run_loop(ControlNetTask(config), config, progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -387,11 +387,10 @@ TCGA_MPP_NOTE = "estimated by eye from nuclear size against CMU-1 (the TCGA file
 
 def train(config: TilesConfig, *, progress: bool = True) -> Path:
     """Train (or resume) the tiled H&E model; returns the exported folder ``<out_dir>/model``."""
-    from core.training.loop import LoopSettings, record_run_config, run_loop
+    from core.training.loop import run_loop
 
-    Path(config.out_dir).mkdir(parents=True, exist_ok=True)
-    record_run_config(asdict(config), config.out_dir)
-    return run_loop(HETilesTask(config), LoopSettings.from_config(config), progress=progress)
+    Path(config.out_dir).mkdir(parents=True, exist_ok=True)  # the task caches its latents there
+    return run_loop(HETilesTask(config), config, progress=progress)
 
 
 def ship(model_dir: str | Path, dest: str | Path, autoencoder: str | Path) -> Path:

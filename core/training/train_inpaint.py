@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.training.config import TrainConfig, to_dict, validate
+from core.training.config import TrainConfig, validate
 
 _VAL_EXAMPLES = 8  # fixed validation crops (sample grids, validation loss)
 _VAL_TIMESTEPS = (50, 200, 400, 600, 800)  # validation loss is averaged over these noise levels
@@ -198,13 +198,10 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         config: the run; ``config.out_dir`` is created, and resumed from when it holds checkpoints.
         progress: show a tqdm bar (main process only).
     """
-    from core.training.loop import LoopSettings, record_run_config, run_loop
+    from core.training.loop import run_loop
 
     validate(config)
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    record_run_config(to_dict(config), out)
-    return run_loop(InpaintTask(config), LoopSettings.from_config(config), progress=progress)
+    return run_loop(InpaintTask(config), config, progress=progress)
 
 
 def _validate(ema_unet, noise_scheduler, items, config: TrainConfig, png: Path, device) -> dict:

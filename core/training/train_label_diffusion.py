@@ -281,15 +281,11 @@ def save_grid(
 
 def train(config: LabelDiffusionConfig, *, progress: bool = True) -> Path:
     """Train (or resume) the base; returns ``<out_dir>/model``."""
-    from core.training.config import to_dict
-    from core.training.loop import LoopSettings, record_run_config, run_loop
+    from core.training.loop import run_loop
 
     validate_data(config.data)
     validate_unet(config.model)
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    record_run_config(to_dict(config), out)
-    return run_loop(LabelDiffusionTask(config), LoopSettings.from_config(config), progress=progress)
+    return run_loop(LabelDiffusionTask(config), config, progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:

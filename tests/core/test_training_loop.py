@@ -218,17 +218,23 @@ def test_a_resumed_run_takes_the_new_peak_rate_not_the_checkpointed_one(tmp_path
     )
 
 
-def test_every_trainer_records_a_changed_config_as_an_earlier_phase(tmp_path: Path) -> None:
-    from core.training.loop import config_history, record_run_config
+def test_the_loop_records_the_run_config_and_keeps_a_changed_one_as_an_earlier_phase(tmp_path: Path) -> None:
+    from dataclasses import asdict, replace
+
+    from core.training.loop import config_history
 
     out = tmp_path / "run"
-    out.mkdir()  # as every trainer does first
-    config = {"out_dir": str(out), "widths": (8, 16), "learning_rate": 0.05}  # asdict() form: tuples
-    record_run_config(config, out)  # a fresh run: nothing to keep
-    run_loop(ToyTask(), settings(out, steps=4), progress=False)
-    record_run_config({**config, "out_dir": str(tmp_path / "moved")}, out)  # same run, moved folder
+    first = settings(out, steps=4)
+    run_loop(ToyTask(), first, progress=False)  # a fresh run: config.json, nothing to keep
+    stored = json.loads((out / "config.json").read_text())
+    assert stored == json.loads(json.dumps(asdict(first))) and stored["steps"] == 4
     assert config_history(out) == []
-    record_run_config({**config, "learning_rate": 0.02}, out)  # resumed at step 4 with a new rate
-    moved = {**config, "out_dir": str(tmp_path / "moved"), "widths": [8, 16]}  # config.json as it was
-    assert config_history(out) == [{"until_step": 4, "config": moved}]
-    assert json.loads((out / "config.json").read_text())["learning_rate"] == 0.02
+    shutil.move(out, tmp_path / "moved")  # a moved run folder is the same phase
+    moved = replace(first, out_dir=str(tmp_path / "moved"))
+    run_loop(ToyTask(), moved, progress=False)
+    assert config_history(tmp_path / "moved") == []
+    run_loop(ToyTask(), replace(moved, learning_rate=0.02, steps=6), progress=False)  # resumed at 4, new rate
+    assert config_history(tmp_path / "moved") == [
+        {"until_step": 4, "config": json.loads(json.dumps(asdict(moved)))}
+    ]
+    assert json.loads((tmp_path / "moved" / "config.json").read_text())["learning_rate"] == 0.02
