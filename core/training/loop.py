@@ -1,7 +1,7 @@
 """The accelerate training loop every diffusion training script shares.
 
 A script describes *what* to train as a ``Task`` (model, data, loss, validation, export);
-``run_loop(task, settings)`` does the rest the same way for all of them: accelerate
+``run_loop(task, config)`` does the rest the same way for all of them: accelerate
 (CPU, one GPU or several, mixed precision), AdamW + warm-up/cosine schedule, gradient
 clipping, EMA of the trained parameters, ``metrics.jsonl``, sample grids, resumable
 checkpoints and exported model folders::
@@ -139,8 +139,8 @@ HISTORY_NAME = "config_history.json"
 def record_run_config(config: dict, out: str | Path) -> None:
     """Write ``<out>/config.json``. When ``out`` holds checkpoints (a resume) and its config changed, first
     append the old one to ``<out>/config_history.json`` as ``{"until_step": step, "config": ...}``, so a
-    model trained in phases (say, extended with a new rate schedule) can still be retrained: every
-    trainer writes its run config through this. ``config`` is the JSON form of the run's config."""
+    model trained in phases (say, extended with a new rate schedule) can still be retrained: ``run_loop``
+    calls this for every trainer. ``config`` is the JSON form of the run's config."""
     out = Path(out)
     config = json.loads(json.dumps(config))  # tuples -> lists, as the stored one reads back
     path, step = out / "config.json", newest_checkpoint(out)[1]
