@@ -13,7 +13,11 @@ examples:
 --data takes a volume with a mask/label map beside it (CT_image + CT_mask, example_ct + example_seg),
 a TotalSegmentator/KiTS case folder, a folder of such cases, or a manifest JSON
 ({"sources": [{"image", "labels", "name", "licence", "attribution", "lesion_labels"}]}).
-Rerunning with the same --out resumes from the newest checkpoint.
+Rerunning with the same --out resumes from the newest checkpoint; to extend a finished run with a new
+schedule, give its config and the new settings, e.g.
+  synthdx train inpaint --config runs/demo/config.json --steps 42000 --lr 1e-4 \\
+      --lr-schedule constant --lr-decay-steps 6000
+(the old config is kept in runs/demo/config_history.json and the model card's earlier_phases).
 """
 
 
@@ -69,6 +73,18 @@ def register(sub) -> None:
     t.add_argument("--steps", type=int, help="training steps (default 20000)")
     t.add_argument("--batch-size", type=int, help="crops per step and process (default 8)")
     t.add_argument("--lr", type=float, help="peak learning rate (default 2e-4)")
+    t.add_argument(
+        "--lr-schedule",
+        choices=("cosine", "constant"),
+        help="after the warm-up: cosine decay over --steps (default) or constant",
+    )
+    t.add_argument(
+        "--lr-decay-steps",
+        type=int,
+        metavar="N",
+        help="constant schedule only: the last N steps ramp the rate down to a tenth (to extend a run: "
+        "--config RUN/config.json --steps MORE --lr-decay-steps N)",
+    )
     t.add_argument("--seed", type=int, help="seed of weights, data order and noise (default 0)")
     t.add_argument("--resolution", type=int, help="model input side in pixels (default 64)")
     t.add_argument(
@@ -153,7 +169,8 @@ def config_from_args(args: argparse.Namespace):
             data = replace(data, hu_range=(low, high))
     model = cfg.model if args.resolution is None else replace(cfg.model, resolution=args.resolution)
     overrides = {
-        "out_dir": args.out, "steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr, "seed": args.seed,
+        "out_dir": args.out, "steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr,
+        "lr_schedule": args.lr_schedule, "lr_decay_steps": args.lr_decay_steps, "seed": args.seed,
         "loss_region": args.loss_region, "num_threads": args.threads, "sample_every": args.sample_every,
         "checkpoint_every": args.checkpoint_every, "mixed_precision": args.mixed_precision,
         "dataloader_workers": args.workers, "model_name": args.name,

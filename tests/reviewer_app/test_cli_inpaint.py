@@ -245,3 +245,16 @@ def test_train_inpaint_cli_trains_and_exports(nifti_case: Path, tmp_path: Path, 
     assert "match no data source" in _error(capsys, *args, "--holdout", "nobody")
     assert "--hu-range" in _error(capsys, *args, "--hu-range", "wide-ish")
     assert "KIND=WEIGHT" in _error(capsys, *args[:-2], "--mask-mix", "lesion:1")
+    # Extend the finished run from its own config.json with a new, decaying schedule
+    run, extend = tmp_path / "run", ["train", "inpaint", "--config", tmp_path / "run" / "config.json"]
+    assert "constant schedule only" in _error(capsys, *extend, "--steps", "4", "--lr-decay-steps", "2")
+    assert "between 0 and steps" in _error(capsys, *extend, "--lr-schedule", "constant", "--steps", "4",
+                                           "--lr-decay-steps", "5")  # fmt: skip
+    code, _, err = _run(capsys, *extend, "--steps", "4", "--lr", "0.001", "--lr-schedule", "constant",
+                        "--lr-decay-steps", "2", "--no-progress")  # fmt: skip
+    assert code == 0, err
+    card = json.loads((run / "model" / "model_card.json").read_text())
+    assert card["training"]["steps"] == 4 and card["training"]["config"]["lr_decay_steps"] == 2
+    assert [p["until_step"] for p in card["training"]["earlier_phases"]] == [2]
+    lrs = [r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    assert lrs[-2:] == pytest.approx([0.00055, 0.0001])  # steps 3 and 4: the ramp down to a tenth
