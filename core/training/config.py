@@ -214,12 +214,3 @@ def validate(config: TrainConfig) -> None:
         )
     if config.steps < 1 or config.batch_size < 1:
         raise InputError(f"steps and batch_size must be >= 1, got {config.steps} and {config.batch_size}")
-    if not 0 <= config.lr_decay_steps <= config.steps:
-        raise InputError(
-            f"lr_decay_steps must be between 0 and steps ({config.steps}), got {config.lr_decay_steps}"
-        )
-    if config.lr_decay_steps and config.lr_schedule != "constant":
-        raise InputError(
-            f"lr_decay_steps applies to the constant schedule only (lr_schedule is {config.lr_schedule!r}): "
-            "set lr_schedule to constant (--lr-schedule constant)"
-        )

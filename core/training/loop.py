@@ -70,6 +70,20 @@ class LoopSettings:
         names = [f.name for f in dataclasses.fields(cls)]
         return cls(**{n: getattr(config, n) for n in names if hasattr(config, n)})
 
+    def check(self) -> None:
+        """Raise ``InputError`` for a schedule the loop would not follow as written."""
+        from core.errors import InputError
+
+        if not 0 <= self.lr_decay_steps <= self.steps:
+            raise InputError(
+                f"lr_decay_steps must be between 0 and steps ({self.steps}), got {self.lr_decay_steps}"
+            )
+        if self.lr_decay_steps and self.lr_schedule != "constant":
+            raise InputError(
+                f"lr_decay_steps applies to the constant schedule only (lr_schedule is {self.lr_schedule!r}): "
+                "set lr_schedule to constant (--lr-schedule constant)"
+            )
+
 
 FINAL_LR_FRACTION = 0.1  # where an lr_decay_steps ramp ends, as a fraction of the peak rate
 
@@ -193,6 +207,7 @@ def run_loop(task: Task, config: Any, *, progress: bool = True) -> Path:
     from core.training.data import StepIndices
 
     s = LoopSettings.from_config(config)
+    s.check()
     # 1. Processes, threads, folders, the run config
     if s.num_threads:
         torch.set_num_threads(s.num_threads)

@@ -238,3 +238,14 @@ def test_the_loop_records_the_run_config_and_keeps_a_changed_one_as_an_earlier_p
         {"until_step": 4, "config": json.loads(json.dumps(asdict(moved)))}
     ]
     assert json.loads((tmp_path / "moved" / "config.json").read_text())["learning_rate"] == 0.02
+
+
+def test_a_schedule_the_loop_would_not_follow_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from core.errors import InputError
+
+    with pytest.raises(InputError, match="constant schedule only"):  # cosine ignored lr_decay_steps
+        run_loop(ToyTask(), settings(tmp_path / "a", lr_schedule="cosine", lr_decay_steps=2), progress=False)
+    with pytest.raises(InputError, match="between 0 and steps"):
+        long_decay = settings(tmp_path / "b", lr_schedule="constant", lr_decay_steps=7)  # steps=6
+        run_loop(ToyTask(), long_decay, progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
