@@ -81,7 +81,7 @@ class LoopSettings:
         if self.lr_decay_steps and self.lr_schedule != "constant":
             raise InputError(
                 f"lr_decay_steps applies to the constant schedule only (lr_schedule is {self.lr_schedule!r}): "
-                "set lr_schedule to constant (--lr-schedule constant)"
+                "set lr_schedule to constant in the config (synthdx train inpaint: --lr-schedule constant)"
             )
 
 
